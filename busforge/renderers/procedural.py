@@ -1,0 +1,341 @@
+"""Procedural B-mode renderer: the built-in default (CPU, offline, no weights).
+
+A sample is drawn in two steps. First an anatomy of the breast as seen by a linear
+probe is laid out as a scatterer reflectivity map: skin, subcutaneous fat with
+lobules and Cooper's ligaments, fibroglandular tissue with fibrous strands,
+retromammary fat and pectoral muscle with its striations, separated by gently curved
+interfaces. The lesion is drawn into it from its mask (hypoechoic, homogeneous or
+heterogeneous interior; sharp or blurred and angular margin) together with its
+attenuation (fluid lets more sound through: posterior enhancement; dense malignant
+tissue absorbs it: shadowing). Then `bmode` turns the map into an image: speckle,
+envelope, depth gain and log compression.
+
+Everything random comes from `np.random.default_rng([seed, 2])`; stream 2 of the
+sample seed is reserved for the renderer.
+"""
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Protocol
+
+import numpy as np
+from scipy import ndimage
+
+from busforge.errors import BadInput
+from busforge.renderers.bmode import (
+    depth_gain_db,
+    log_compress,
+    reduce_speckle,
+    speckle_envelope,
+    upsample_lateral,
+)
+
+ALGORITHM_VERSION = "bmode-1"
+RENDERER_STREAM = 2
+
+PATHOLOGIES = ("benign", "malignant")
+ECHOGENICITIES = ("homogeneous", "heterogeneous")
+BOUNDARIES = ("clear", "unclear")
+
+# Options a recipe may set under `renderer:`, with their defaults and allowed ranges.
+OPTION_DEFAULTS: dict[str, float] = {"speckle_scale": 1.0, "dynamic_range_db": 60.0}
+OPTION_RANGES: dict[str, tuple[float, float]] = {
+    "speckle_scale": (0.5, 2.0),
+    "dynamic_range_db": (30.0, 80.0),
+}
+
+# PSF at 512 px depth, in output pixels (about 0.3 mm axially, 0.8 mm laterally on a 4 cm view).
+AXIAL_SIGMA_PX_AT_512 = 1.6
+LATERAL_SIGMA_PX_AT_512 = 4.5
+# Grey level of unit-reflectivity tissue, as a share of the dynamic range.
+TISSUE_LEVEL = 0.58
+
+
+class _SampleSpec(Protocol):
+    pathology: str
+    echogenicity: str
+    boundary: str
+    seed: int
+
+
+class _RenderItem(Protocol):
+    spec: _SampleSpec
+    mask: np.ndarray
+
+
+# --------------------------------------------------------------------------- smooth noise
+
+
+@lru_cache(maxsize=64)
+def _resampling_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out x n_in) Gaussian-weighted resampling, centre-aligned; rows sum to 1."""
+    position = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+    weights = np.exp(-0.5 * ((position[:, None] - np.arange(n_in)[None, :]) / 0.6) ** 2)
+    weights /= weights.sum(axis=1, keepdims=True)
+    return weights.astype(np.float32)
+
+
+def _upsample(coarse: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    rows = _resampling_matrix(shape[0], coarse.shape[0])
+    cols = _resampling_matrix(shape[1], coarse.shape[1])
+    return rows @ coarse.astype(np.float32) @ cols.T
+
+
+def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: tuple[int, int]) -> np.ndarray:
+    """Zero-mean, unit-std smooth random field on `shape`, with `cells` independent cells."""
+    field = _upsample(rng.standard_normal(cells, dtype=np.float32), shape)
+    field -= field.mean()
+    field *= 1.0 / (field.std() + 1e-6)
+    return field
+
+
+def _ridges(field: np.ndarray, width: float) -> np.ndarray:
+    """Thin curved lines along the zero crossings of a smooth field (fibres, septa, fascicles)."""
+    return np.exp(-np.square(field * (1.0 / width)))
+
+
+def _interface(rng: np.random.Generator, width: int, depth: float, waviness: float) -> np.ndarray:
+    """A gently curved tissue interface: normalised depth per column (1 x width)."""
+    u = np.linspace(0.0, 1.0, width, dtype=np.float32)
+    curve = np.full(width, depth, dtype=np.float32)
+    for harmonic in (1, 2, 3):
+        amplitude = waviness * rng.uniform(0.3, 1.0) / harmonic
+        curve += amplitude * np.sin(2 * np.pi * (harmonic * 0.6 * u + rng.uniform()))
+    return curve[None, :]
+
+
+def _below(depth: np.ndarray, interface: np.ndarray, softness: float) -> np.ndarray:
+    """Soft indicator of being below an interface (0 above, 1 below)."""
+    return np.clip((depth - interface) * (1.0 / softness) + 0.5, 0.0, 1.0)
+
+
+# --------------------------------------------------------------------------- anatomy
+
+
+def _tissue_reflectivity(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
+    """Scatterer reflectivity of the breast without lesion, on the speckle grid."""
+    height, width = shape
+    depth = ((np.arange(height, dtype=np.float32) + 0.5) / height)[:, None]
+    soft = 2.0 / height
+
+    skin_top = rng.uniform(0.0, 0.012)
+    skin_bottom = skin_top + rng.uniform(0.02, 0.04)
+    fat_bottom = skin_bottom + rng.uniform(0.08, 0.25)
+    gland_bottom = min(fat_bottom + rng.uniform(0.25, 0.45), 0.86)
+    muscle_top = gland_bottom + rng.uniform(0.02, 0.05)
+
+    skin = _interface(rng, width, skin_top, 0.002)
+    dermis = _interface(rng, width, skin_bottom, 0.004) + (skin - skin_top)
+    fat = _interface(rng, width, fat_bottom, 0.03)
+    gland = _interface(rng, width, gland_bottom, 0.03)
+    muscle = gland + (muscle_top - gland_bottom) + _interface(rng, width, 0.0, 0.008)
+
+    # Textures: laterally elongated smooth fields (log-normal echo levels), and thin
+    # bright lines along zero crossings (septa, fibrous strands, muscle fascicles).
+    lobules = _smooth_noise(rng, shape, (max(4, height // 34), max(3, width // 30)))
+    bands = _smooth_noise(rng, shape, (max(4, height // 16), max(3, width // 40)))
+    islands = _smooth_noise(rng, shape, (max(4, height // 24), max(3, width // 24)))
+    strands = _ridges(_smooth_noise(rng, shape, (max(4, height // 12), max(3, width // 24))), 0.16)
+    fibres = _smooth_noise(rng, shape, (max(4, height // 10), max(3, width // 48)))
+
+    fat_level = rng.uniform(0.22, 0.35)
+    gland_level = rng.uniform(0.8, 1.1)
+    muscle_level = rng.uniform(0.35, 0.5)
+
+    fat_map = fat_level * np.exp(0.5 * lobules) + 0.8 * _ridges(lobules, 0.12)
+    fatty_islands = np.clip(islands * -1.5 - 0.9, 0.0, 1.0)  # fat lobules inside the gland
+    gland_map = gland_level * np.exp(0.8 * bands) * (1.0 - 0.6 * fatty_islands) + 0.8 * strands
+    muscle_map = muscle_level * np.exp(0.35 * fibres) + 0.5 * _ridges(fibres, 0.2)
+
+    reflectivity = np.full(shape, 0.03, dtype=np.float32)  # coupling gel above the skin
+    for level_map, interface in (
+        (3.5, skin),
+        (fat_map, dermis),
+        (gland_map, fat),
+        (0.3, gland),
+        (muscle_map, muscle),
+    ):
+        weight = _below(depth, interface, soft)
+        reflectivity += weight * (level_map - reflectivity)
+    # Bright fascia line on top of the muscle.
+    reflectivity += 1.4 * np.exp(-np.square((depth - muscle) * (height / 2.5)))
+    return reflectivity
+
+
+@dataclass(frozen=True)
+class _LesionLook:
+    interior: np.ndarray  # reflectivity inside the lesion (speckle grid)
+    weight: np.ndarray  # 0 outside .. 1 inside (speckle grid), soft for unclear margins
+    attenuation_factor: float  # lesion attenuation relative to background tissue
+
+
+def _lesion_weight(
+    rng: np.random.Generator, mask: np.ndarray, grid: tuple[int, int], boundary: str
+) -> np.ndarray:
+    """Lesion membership on the speckle grid: sharp for clear margins, blurred and angular otherwise."""
+    height, width = mask.shape
+    half = mask.astype(np.float32)
+    if width % 2:
+        half = np.pad(half, ((0, 0), (0, 1)), mode="edge")
+    half = 0.5 * (half[:, 0::2] + half[:, 1::2])
+    if boundary == "clear":
+        return half
+    factor = max(1, height // 64)
+    coarse_shape = (height // factor, (width // factor))
+    coarse = mask[: coarse_shape[0] * factor, : coarse_shape[1] * factor].astype(np.float32)
+    coarse = coarse.reshape(coarse_shape[0], factor, coarse_shape[1], factor).mean(axis=(1, 3))
+    blur_px = rng.uniform(0.010, 0.018) * height / factor
+    coarse = ndimage.gaussian_filter(coarse, blur_px, mode="nearest")
+    level = _upsample(coarse, grid)
+    # Angular, ill-defined margin: perturb the level set with fine noise.
+    jagged = _smooth_noise(rng, grid, (max(4, grid[0] // 10), max(4, grid[1] // 6)))
+    level += rng.uniform(0.12, 0.22) * jagged
+    return np.clip((level - 0.5) * 1.6 + 0.5, 0.0, 1.0)
+
+
+def _lesion_look(
+    rng: np.random.Generator,
+    mask: np.ndarray,
+    grid: tuple[int, int],
+    pathology: str,
+    echogenicity: str,
+    boundary: str,
+) -> _LesionLook:
+    weight = _lesion_weight(rng, mask, grid, boundary)
+    if pathology == "benign":
+        level = rng.uniform(0.05, 0.16)  # cysts near anechoic, fibroadenomas hypoechoic
+        attenuation_factor = rng.uniform(-0.9, -0.4)  # fluid: posterior enhancement
+    else:
+        level = rng.uniform(0.12, 0.28)
+        attenuation_factor = rng.uniform(0.6, 1.8)  # dense stroma: posterior shadowing
+    interior = np.full(grid, level, dtype=np.float32)
+    if echogenicity == "heterogeneous":
+        patches = _smooth_noise(rng, grid, (max(4, grid[0] // 14), max(4, grid[1] // 8)))
+        interior *= np.exp(1.0 * patches)
+        if pathology == "malignant":
+            # Microcalcifications: a few bright point reflectors inside the lesion.
+            inside = np.flatnonzero(weight > 0.9)
+            if inside.size:
+                spots = rng.choice(inside, size=min(inside.size, int(rng.integers(1, 6))), replace=False)
+                interior.flat[spots] = 6.0
+    return _LesionLook(interior=interior, weight=weight, attenuation_factor=float(attenuation_factor))
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render_bmode(
+    mask: np.ndarray,
+    *,
+    pathology: str,
+    echogenicity: str,
+    boundary: str,
+    seed: int,
+    speckle_scale: float = OPTION_DEFAULTS["speckle_scale"],
+    dynamic_range_db: float = OPTION_DEFAULTS["dynamic_range_db"],
+) -> np.ndarray:
+    """Render one B-mode image with a lesion where `mask` is set.
+
+    Args:
+        mask: HxW bool lesion mask (rows = depth); may be empty (no lesion).
+        pathology: "benign" (posterior enhancement) or "malignant" (shadowing).
+        echogenicity: "homogeneous" or "heterogeneous" lesion interior.
+        boundary: "clear" (sharp) or "unclear" (blurred, angular) margin.
+        seed: the sample's seed; the renderer uses its stream 2.
+        speckle_scale: PSF size multiplier (grain size).
+        dynamic_range_db: log-compression dynamic range.
+
+    Returns:
+        HxW uint8 grey image; identical bytes for identical arguments.
+    """
+    _check_choice("pathology", pathology, PATHOLOGIES)
+    _check_choice("echogenicity", echogenicity, ECHOGENICITIES)
+    _check_choice("boundary", boundary, BOUNDARIES)
+    mask = np.asarray(mask, dtype=bool)
+    if mask.ndim != 2 or min(mask.shape) < 16:
+        raise ValueError(f"mask must be a 2-D array of at least 16x16, got shape {mask.shape}")
+
+    rng = np.random.default_rng([seed, RENDERER_STREAM])
+    height, width = mask.shape
+    grid = (height, (width + 1) // 2)  # speckle grid: half lateral resolution
+
+    reflectivity = _tissue_reflectivity(rng, grid)
+    attenuation_db = rng.uniform(35.0, 50.0)
+    tgc_compensation = rng.uniform(0.78, 0.9)
+    extra_attenuation = None
+    if mask.any():
+        lesion = _lesion_look(rng, mask, grid, pathology, echogenicity, boundary)
+        reflectivity += lesion.weight * (lesion.interior - reflectivity)
+        extra_attenuation = lesion.weight * np.float32(lesion.attenuation_factor * attenuation_db / height)
+
+    size_scale = speckle_scale * height / 512.0
+    envelope = speckle_envelope(
+        reflectivity,
+        rng,
+        axial_sigma_px=max(0.6, AXIAL_SIGMA_PX_AT_512 * size_scale),
+        lateral_sigma_px=max(0.6, LATERAL_SIGMA_PX_AT_512 * size_scale / 2.0),
+    )
+    envelope = reduce_speckle(envelope)
+    gain = depth_gain_db(height, attenuation_db, tgc_compensation, extra_attenuation)
+    # Mean log-envelope of unit-reflectivity tissue is about 0.5 dB (Rayleigh).
+    white_db = 0.5 + (1.0 - TISSUE_LEVEL) * dynamic_range_db
+    grey = log_compress(envelope, gain, dynamic_range_db, white_db)
+    return upsample_lateral(grey, width).round().astype(np.uint8)
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+# --------------------------------------------------------------------------- renderer
+
+
+class ProceduralRenderer:
+    """The built-in renderer: physically motivated B-mode simulation on CPU."""
+
+    name = "procedural"
+
+    def __init__(self, options: dict[str, Any], image_size: int):
+        self.options = _validated_options(options or {})
+        self.image_size = image_size
+
+    def identity(self) -> dict[str, Any]:
+        """What decides the pixels: goes into the dataset fingerprint."""
+        return {"backend": "procedural", "version": ALGORITHM_VERSION, **self.options}
+
+    def load(self) -> None:
+        """Nothing to load: no weights."""
+
+    def render(self, items: list[_RenderItem]) -> list[np.ndarray]:
+        images = []
+        for item in items:
+            if item.mask.shape != (self.image_size, self.image_size):
+                raise ValueError(f"mask shape {item.mask.shape} does not match image size {self.image_size}")
+            spec = item.spec
+            images.append(
+                render_bmode(
+                    item.mask,
+                    pathology=spec.pathology,
+                    echogenicity=spec.echogenicity,
+                    boundary=spec.boundary,
+                    seed=spec.seed,
+                    **self.options,
+                )
+            )
+        return images
+
+
+def _validated_options(options: dict[str, Any]) -> dict[str, float]:
+    resolved = dict(OPTION_DEFAULTS)
+    for key, value in options.items():
+        if key not in OPTION_DEFAULTS:
+            allowed = ", ".join(sorted(OPTION_DEFAULTS))
+            raise BadInput(
+                f"recipe: renderer.{key}: unknown option for the procedural renderer; allowed: {allowed}"
+            )
+        low, high = OPTION_RANGES[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            raise BadInput(f"recipe: renderer.{key}: got {value!r}; use a number from {low:g} to {high:g}")
+        resolved[key] = float(value)
+    return resolved
