@@ -1,0 +1,44 @@
+"""`busforge plan RECIPE`: print the stratum table and the fingerprint, render nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def plan(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML.")],
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override: key.path=value (repeatable).")
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option(min=0, help="Override the number of synthetic samples.")
+    ] = None,
+) -> None:
+    """Show what RECIPE would render: counts per stratum and the dataset fingerprint."""
+    from busforge.executors.local import dataset_fingerprint
+    from busforge.plan import make_plan
+    from busforge.recipe import load_recipe
+    from busforge.renderers.base import make_renderer
+
+    overrides = list(set_ or []) + ([f"count={count}"] if count is not None else [])
+    resolved = load_recipe(recipe, overrides)
+    the_plan = make_plan(resolved)
+    renderer = make_renderer(resolved.renderer.backend, resolved.renderer.options, resolved.image_size)
+    typer.echo(
+        f"recipe {resolved.name} {resolved.version}: {len(the_plan.specs)} samples, "
+        f"renderer {resolved.renderer.backend}, shape prior {resolved.shape_prior}"
+    )
+    header = (
+        f"{'pathology':<10} {'size bin':<10} {'range':<13} {'echogenicity':<14} {'boundary':<9} {'count':>7}"
+    )
+    typer.echo(header)
+    typer.echo("-" * len(header))
+    for s in the_plan.strata:
+        rng = f"{s.size_range[0]:.3f}-{s.size_range[1]:.3f}"
+        typer.echo(
+            f"{s.pathology:<10} {s.size_bin:<10} {rng:<13} {s.echogenicity:<14} {s.boundary:<9} {s.count:>7}"
+        )
+    typer.echo(f"fingerprint {dataset_fingerprint(resolved, renderer, the_plan)}")

@@ -1,0 +1,44 @@
+"""`busforge render RECIPE`: render a recipe into a versioned Hugging Face-format dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def render(
+    recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/demo.yaml.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Output folder (default: the recipe's output.dir).")
+    ] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="Override a recipe field: key.path=value (repeatable).")
+    ] = None,
+    count: Annotated[
+        int | None, typer.Option(min=0, help="Override the number of synthetic samples.")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Parallel render processes (CPU renderers).")] = 1,
+    force: Annotated[
+        bool, typer.Option(help="Replace an output or staging folder of another recipe.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="No progress bar; print only the result line.")] = False,
+) -> None:
+    """Render RECIPE. Resumes an interrupted run; does nothing when the output is already this dataset."""
+    from busforge.executors.local import run_render
+    from busforge.recipe import load_recipe
+
+    overrides = list(set_ or []) + ([f"count={count}"] if count is not None else [])
+    resolved = load_recipe(recipe, overrides)
+    outcome = run_render(resolved, out_dir=out, workers=workers, force=force, quiet=quiet)
+    if outcome.up_to_date:
+        typer.echo(
+            f"{outcome.out_dir}: already up to date (fingerprint {outcome.fingerprint}); nothing to do"
+        )
+    else:
+        resumed = f", {outcome.reused_shards} reused from an interrupted run" if outcome.reused_shards else ""
+        typer.echo(
+            f"{outcome.out_dir}: {outcome.rows} rows, {outcome.rendered_shards} shard(s) rendered{resumed}; "
+            f"fingerprint {outcome.fingerprint}"
+        )

@@ -1,0 +1,165 @@
+"""Parquet shards in the Hub layout, built in a staging folder and renamed into place when complete.
+
+Invariants (see DESIGN.md):
+- a shard is written to a temporary file, closed, renamed, hashed, and only then marked done by a
+  small JSON marker; a marker whose file or hash does not match is ignored, so a killed run
+  redoes at most the shard it was writing;
+- the staging folder remembers the fingerprint it was started for; resuming with another
+  fingerprint is refused (or, with force, the staging is discarded);
+- the finished folder appears under its final name in one rename, never half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from busforge.dataset.hashing import sha256_file
+from busforge.errors import BadInput
+
+INTERNAL = ".busforge"  # bookkeeping inside the staging folder; removed before the final rename
+
+
+def shard_path(split: str, index: int, total: int) -> str:
+    return f"data/{split}-{index:05d}-of-{total:05d}.parquet"
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    split: str
+    index: int
+    file: str  # relative to the dataset root
+    rows: int
+    sha256: str
+    bytes: int
+
+
+class ShardFile:
+    """Streams rows into one parquet file, one row group at a time, so memory stays flat."""
+
+    def __init__(self, path: Path, schema: pa.Schema, rows_per_row_group: int) -> None:
+        self.path = path
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.schema = schema
+        self.rows_per_row_group = rows_per_row_group
+        self.buffer: list[dict[str, Any]] = []
+        self.rows = 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.writer = pq.ParquetWriter(self.tmp, schema, compression="snappy")
+
+    def add(self, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            self.buffer.append(row)
+            if len(self.buffer) >= self.rows_per_row_group:
+                self._flush()
+
+    def _flush(self) -> None:
+        if self.buffer:
+            table = pa.Table.from_pylist(self.buffer, schema=self.schema)
+            self.writer.write_table(table, row_group_size=len(self.buffer))
+            self.rows += len(self.buffer)
+            self.buffer = []
+
+    def close(self) -> int:
+        self._flush()
+        self.writer.close()
+        with open(self.tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(self.tmp, self.path)
+        return self.rows
+
+    def abort(self) -> None:
+        self.writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class Staging:
+    """The folder `.<name>.staging` beside the output where a dataset is built."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.out_dir = out_dir
+        self.dir = out_dir.parent / f".{out_dir.name}.staging"
+        self.internal = self.dir / INTERNAL
+
+    def open(self, fingerprint: str, force: bool) -> bool:
+        """Create or resume the staging folder. Returns True when resuming earlier work."""
+        run_file = self.internal / "run.json"
+        if self.dir.exists():
+            started_for = json.loads(run_file.read_text())["fingerprint"] if run_file.exists() else None
+            if started_for == fingerprint:
+                return True
+            if not force:
+                raise BadInput(
+                    f"{self.dir}: unfinished render of a different recipe (fingerprint {started_for}); "
+                    "finish it with its own recipe, or pass --force to discard it"
+                )
+            shutil.rmtree(self.dir)
+        self.internal.mkdir(parents=True)
+        write_json_atomic(run_file, {"fingerprint": fingerprint})
+        return False
+
+    def _marker(self, split: str, index: int) -> Path:
+        return self.internal / "shards" / f"{split}-{index:05d}.json"
+
+    def done(self, split: str, index: int, total: int) -> ShardRecord | None:
+        """The shard's record if it was finished and its bytes are still what was recorded."""
+        marker = self._marker(split, index)
+        if not marker.exists():
+            return None
+        record = ShardRecord(**json.loads(marker.read_text()))
+        path = self.dir / record.file
+        if record.file != shard_path(split, index, total) or not path.exists():
+            return None
+        if path.stat().st_size != record.bytes or sha256_file(path) != record.sha256:
+            return None
+        return record
+
+    def open_shard(self, split: str, index: int, total: int, schema: pa.Schema, rows_per_row_group: int):
+        return ShardFile(self.dir / shard_path(split, index, total), schema, rows_per_row_group)
+
+    def mark_done(self, split: str, index: int, shard: ShardFile) -> ShardRecord:
+        rel = str(shard.path.relative_to(self.dir))
+        record = ShardRecord(
+            split, index, rel, shard.rows, sha256_file(shard.path), shard.path.stat().st_size
+        )
+        write_json_atomic(self._marker(split, index), asdict(record))
+        return record
+
+    def finalize(self, files: dict[str, str], replace_existing: bool) -> None:
+        """Write the top-level files and move the finished dataset into place in one rename."""
+        for name, text in files.items():
+            write_text_atomic(self.dir / name, text)
+        shutil.rmtree(self.internal)
+        old = None
+        if self.out_dir.exists():
+            if not replace_existing:
+                raise BadInput(f"{self.out_dir}: exists; pass --force to replace it")
+            old = self.out_dir.parent / f".{self.out_dir.name}.old"
+            if old.exists():
+                shutil.rmtree(old)
+            os.replace(self.out_dir, old)
+        os.replace(self.dir, self.out_dir)
+        if old is not None:
+            shutil.rmtree(old)

@@ -1,0 +1,67 @@
+"""From planned samples to finished dataset rows: masks, rendering, PNG encoding."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from busforge.dataset.features import PATHOLOGY_NAMES, SOURCE_NAMES, empty_row_extras
+from busforge.plan import SampleSpec
+from busforge.renderers.base import Renderer, RenderItem
+from busforge.shapes import ShapeParams, draw_mask
+
+PNG_COMPRESS_LEVEL = 3  # PNG is lossless at every level; 3 is ~3x faster than 9 for ~5% more bytes
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array, mode="L").save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+    return buf.getvalue()
+
+
+def make_masks(specs: list[SampleSpec], image_size: int) -> list[tuple[np.ndarray, ShapeParams]]:
+    return [draw_mask(s.shape, image_size, s.seed, s.size_range) for s in specs]
+
+
+def make_row(
+    spec: SampleSpec, mask: np.ndarray, shape: ShapeParams, image: np.ndarray, renderer: str
+) -> dict:
+    return {
+        "image": {"bytes": encode_png(image), "path": None},
+        "mask": {"bytes": encode_png(mask.astype(np.uint8) * 255), "path": None},
+        "prompt": spec.prompt,
+        "pathology": PATHOLOGY_NAMES.index(spec.pathology),
+        "source": SOURCE_NAMES.index("synthetic"),
+        "domain": spec.domain,
+        "size_bin": spec.size_bin,
+        "echogenicity": spec.echogenicity,
+        "boundary": spec.boundary,
+        "sample_id": spec.sample_id,
+        "seed": spec.seed,
+        "shape": shape.as_row(),
+        "lesion_area": float(mask.mean()),
+        "renderer": renderer,
+        **empty_row_extras(),
+    }
+
+
+def provenance(renderer: Renderer, spec: SampleSpec) -> str:
+    """The row's `renderer` column: the renderer's identity for this sample (e.g. its domain's LoRA)."""
+    describe = getattr(renderer, "provenance", None)
+    identity = describe(spec) if describe else renderer.identity()
+    return json.dumps(identity, sort_keys=True, separators=(",", ":"))
+
+
+def render_rows(renderer: Renderer, specs: list[SampleSpec], image_size: int) -> list[dict[str, Any]]:
+    """Render one batch of samples into encoded rows, in plan order."""
+    masks = make_masks(specs, image_size)
+    items = [RenderItem(spec=s, mask=m, prompt=s.prompt) for s, (m, _) in zip(specs, masks, strict=True)]
+    images = renderer.render(items)
+    return [
+        make_row(s, m, shape, img, provenance(renderer, s))
+        for s, (m, shape), img in zip(specs, masks, images, strict=True)
+    ]

@@ -1,0 +1,158 @@
+"""The plan: a pure function from a resolved recipe to one SampleSpec per synthetic sample.
+
+Counts per stratum (pathology x size bin x echogenicity x boundary) are allocated exactly by
+largest remainder, level by level, so every marginal the recipe asks for is met to the sample;
+then the order is shuffled deterministically. Every sample's seed comes from
+`SeedSequence(recipe.seed, spawn_key=(0, index))`, so it depends on nothing but its index.
+
+Streams of a sample seed (documented once, used everywhere): `default_rng([seed, 0])` draws shape
+parameters here, `[seed, 1]` the mask's elastic deformation, `[seed, 2]` the procedural renderer;
+the diffusion renderer seeds a `torch.Generator` with the seed itself.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from busforge.prompts import make_prompt
+from busforge.recipe import BOUNDARIES, ECHOGENICITIES, PATHOLOGIES, Recipe
+from busforge.shapes import ShapeParams
+
+SAMPLE_KEY = 0  # spawn_key prefix of per-sample seeds
+SHUFFLE_KEY = 1  # spawn_key of the plan's shuffle
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    index: int
+    sample_id: str
+    seed: int
+    pathology: str
+    size_bin: str
+    size_range: tuple[float, float]
+    echogenicity: str
+    boundary: str
+    domain: str
+    shape: ShapeParams
+    prompt: str
+
+
+@dataclass(frozen=True)
+class Stratum:
+    pathology: str
+    size_bin: str
+    echogenicity: str
+    boundary: str
+    size_range: tuple[float, float]
+    count: int
+
+
+@dataclass(frozen=True)
+class Plan:
+    recipe: Recipe
+    specs: list[SampleSpec]
+    strata: list[Stratum]
+    prior_identity: str
+    size_bins: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Planned counts per column value, as stored in the manifest and card."""
+        out: dict[str, dict[str, int]] = {}
+        for column in ("pathology", "size_bin", "echogenicity", "boundary", "domain"):
+            out[column] = dict(sorted(Counter(getattr(s, column) for s in self.specs).items()))
+        return out
+
+
+def largest_remainder(total: int, weights: dict[str, float]) -> dict[str, int]:
+    """Split `total` into integers proportional to `weights`, exactly; ties go to the earlier key."""
+    names = list(weights)
+    w = np.array([weights[n] for n in names], dtype=float)
+    if total == 0 or w.sum() <= 0:
+        return dict.fromkeys(names, 0)
+    quotas = total * w / w.sum()
+    counts = np.floor(quotas).astype(int)
+    remainder = total - int(counts.sum())
+    # Stable sort on the negated fractional part: largest first, ties in key order.
+    order = np.argsort(-(quotas - counts), kind="stable")
+    counts[order[:remainder]] += 1
+    return {n: int(c) for n, c in zip(names, counts, strict=True)}
+
+
+def sample_seed(recipe_seed: int, index: int) -> int:
+    state = np.random.SeedSequence(recipe_seed, spawn_key=(SAMPLE_KEY, index)).generate_state(2, np.uint64)
+    return int(state[0] >> np.uint64(1))  # 63 bits: fits the int64 `seed` column
+
+
+def resolve_size_bins(recipe: Recipe, prior) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per pathology: bin name -> lesion size range. `prior` bins are the prior's terciles."""
+    if recipe.size_bins == "prior":
+        return {p: prior.size_bins(p) for p in PATHOLOGIES}
+    ranges = {name: tuple(b.range) for name, b in recipe.size_bins.items()}
+    return dict.fromkeys(PATHOLOGIES, ranges)
+
+
+def bin_weights(recipe: Recipe) -> dict[str, float]:
+    if recipe.size_bins == "prior":
+        return {"small": 1.0, "medium": 1.0, "large": 1.0}
+    return {name: b.weight for name, b in recipe.size_bins.items()}
+
+
+def make_plan(recipe: Recipe, pathology_weights: dict[str, float] | None = None) -> Plan:
+    """Build the plan. `pathology_weights` replaces the recipe's mix (e.g. `match_real`)."""
+    from busforge.priors import load_prior
+
+    prior = load_prior(recipe.shape_prior)
+    size_bins = resolve_size_bins(recipe, prior)
+    weights = pathology_weights if pathology_weights is not None else recipe.pathology
+    if not isinstance(weights, dict):
+        raise ValueError("pathology: match_real must be resolved against the real dataset first")
+
+    strata: list[Stratum] = []
+    for pathology, n_path in largest_remainder(
+        recipe.count, {p: weights.get(p, 0.0) for p in PATHOLOGIES}
+    ).items():
+        attrs = recipe.attributes[pathology]
+        for size_bin, n_bin in largest_remainder(n_path, bin_weights(recipe)).items():
+            echo_w = {e: attrs.echogenicity.get(e, 0.0) for e in ECHOGENICITIES}
+            for echo, n_echo in largest_remainder(n_bin, echo_w).items():
+                bound_w = {b: attrs.boundary.get(b, 0.0) for b in BOUNDARIES}
+                for boundary, n in largest_remainder(n_echo, bound_w).items():
+                    if n:
+                        rng_ = size_bins[pathology][size_bin]
+                        strata.append(Stratum(pathology, size_bin, echo, boundary, rng_, n))
+
+    labels = [s for s in strata for _ in range(s.count)]
+    shuffle_rng = np.random.default_rng(np.random.SeedSequence(recipe.seed, spawn_key=(SHUFFLE_KEY,)))
+    order = shuffle_rng.permutation(len(labels))
+
+    specs = []
+    for index, label_index in enumerate(order):
+        s = labels[label_index]
+        seed = sample_seed(recipe.seed, index)
+        shape = prior.sample(s.pathology, s.size_range, recipe.image_size, np.random.default_rng([seed, 0]))
+        specs.append(
+            SampleSpec(
+                index=index,
+                sample_id=f"{recipe.name}-{recipe.version}-{index:07d}",
+                seed=seed,
+                pathology=s.pathology,
+                size_bin=s.size_bin,
+                size_range=s.size_range,
+                echogenicity=s.echogenicity,
+                boundary=s.boundary,
+                domain=recipe.domain,
+                shape=shape,
+                prompt=make_prompt(
+                    recipe.prompt_template,
+                    pathology=s.pathology,
+                    echogenicity=s.echogenicity,
+                    boundary=s.boundary,
+                ),
+            )
+        )
+    return Plan(
+        recipe=recipe, specs=specs, strata=strata, prior_identity=prior.identity(), size_bins=size_bins
+    )

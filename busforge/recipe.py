@@ -1,0 +1,339 @@
+"""Recipes: the declarative description of a synthetic dataset, validated once and frozen.
+
+A recipe is YAML. `load_recipe` reads it, applies `--set key.path=value` overrides and validates
+it with pydantic; every mistake a user can make becomes one `BadInput` line that names the file,
+the key path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+import typing
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from busforge.errors import BadInput
+
+PATHOLOGIES = ("benign", "malignant")
+ECHOGENICITIES = ("homogeneous", "heterogeneous")
+BOUNDARIES = ("clear", "unclear")
+DEFAULT_PROMPT = (
+    "breast ultrasound image of {pathology} tumor with {echogenicity} echogenicity and {boundary} boundary."
+)
+SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
+
+Weight = Annotated[float, Field(ge=0)]
+
+
+class StrictModel(BaseModel):
+    """Unknown keys are errors, values are not coerced across types, and models are frozen."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+
+def _check_weights(weights: dict[str, float], allowed: tuple[str, ...]) -> dict[str, float]:
+    unknown = sorted(set(weights) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown name(s) {unknown}; allowed: {', '.join(allowed)}")
+    if sum(weights.values()) <= 0:
+        raise ValueError("weights must sum to a positive number")
+    return weights
+
+
+class PathologyAttributes(StrictModel):
+    """Text attributes of one pathology, as relative weights."""
+
+    echogenicity: dict[str, Weight] = {"homogeneous": 1.0, "heterogeneous": 1.0}
+    boundary: dict[str, Weight] = {"clear": 1.0, "unclear": 1.0}
+
+    @field_validator("echogenicity")
+    @classmethod
+    def _echo(cls, v: dict[str, float]) -> dict[str, float]:
+        return _check_weights(v, ECHOGENICITIES)
+
+    @field_validator("boundary")
+    @classmethod
+    def _boundary(cls, v: dict[str, float]) -> dict[str, float]:
+        return _check_weights(v, BOUNDARIES)
+
+
+def _default_attributes() -> dict[str, PathologyAttributes]:
+    # The paper's clinical priors: benign mostly homogeneous and clear, malignant the opposite.
+    return {
+        "benign": PathologyAttributes(
+            echogenicity={"homogeneous": 0.7, "heterogeneous": 0.3}, boundary={"clear": 0.8, "unclear": 0.2}
+        ),
+        "malignant": PathologyAttributes(
+            echogenicity={"homogeneous": 0.3, "heterogeneous": 0.7}, boundary={"clear": 0.2, "unclear": 0.8}
+        ),
+    }
+
+
+class SizeBin(StrictModel):
+    """A tumour size bin: lesion size (longest side / image width) in [lo, hi]."""
+
+    weight: Weight
+    range: tuple[float, float]
+
+    @field_validator("range")
+    @classmethod
+    def _range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        lo, hi = v
+        if not (0 < lo < hi <= 0.95):
+            raise ValueError(f"empty or out-of-bounds range [{lo}, {hi}]; need 0 < lo < hi <= 0.95")
+        return v
+
+
+class RendererConfig(StrictModel):
+    """`backend` picks a registered renderer; the other keys are its options, validated by it."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    backend: str = "procedural"
+
+    @field_validator("backend")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from busforge.renderers.base import RENDERERS
+
+        if v not in RENDERERS:
+            raise ValueError(f"unknown renderer {v!r}; allowed: {', '.join(sorted(RENDERERS))}")
+        return v
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class OutputConfig(StrictModel):
+    dir: str = "data/out"
+    rows_per_shard: Annotated[int, Field(ge=1, le=100_000)] = 1000
+    rows_per_row_group: Annotated[int, Field(ge=1, le=10_000)] = 100
+
+
+class RealConfig(StrictModel):
+    """Real data mixed into the train split at a real:synthetic ratio (see busforge.dataset.mix)."""
+
+    dataset: str
+    ratio: str = "1:1"
+
+    @field_validator("ratio")
+    @classmethod
+    def _ratio(cls, v: str) -> str:
+        m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*:\s*(\d+(?:\.\d+)?)\s*", v)
+        if not m or (float(m[1]) == 0 and float(m[2]) == 0):
+            raise ValueError(f"ratio {v!r} is not 'REAL:SYNTHETIC' like '1:2', '0:1' or '1:0'")
+        return f"{m[1]}:{m[2]}"
+
+
+class Recipe(StrictModel):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
+    version: str = "0.1.0"
+    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
+    count: Annotated[int, Field(ge=0, le=10_000_000)]
+    domain: Annotated[str, Field(min_length=1)] = "busi"
+    image_size: Annotated[int, Field(ge=64, le=2048, multiple_of=8)] = 512
+    pathology: dict[str, Weight] | Literal["match_real"] = {"benign": 0.6, "malignant": 0.4}
+    size_bins: dict[str, SizeBin] | Literal["prior"] = Field(
+        default_factory=lambda: {
+            "small": SizeBin(weight=1, range=(0.08, 0.18)),
+            "medium": SizeBin(weight=1, range=(0.18, 0.30)),
+            "large": SizeBin(weight=1, range=(0.30, 0.50)),
+        }
+    )
+    attributes: dict[str, PathologyAttributes] = Field(default_factory=_default_attributes)
+    shape_prior: str = "birads"
+    prompt_template: str = DEFAULT_PROMPT
+    renderer: RendererConfig = RendererConfig()
+    output: OutputConfig = OutputConfig()
+    real: RealConfig | None = None
+    license: str = "cc-by-4.0"
+    description: str = ""
+
+    @field_validator("version")
+    @classmethod
+    def _semver(cls, v: str) -> str:
+        if not SEMVER.match(v):
+            raise ValueError(f"{v!r} is not semver; use MAJOR.MINOR.PATCH like 1.0.0")
+        return v
+
+    @field_validator("pathology")
+    @classmethod
+    def _pathology(cls, v: dict[str, float] | str) -> dict[str, float] | str:
+        return v if isinstance(v, str) else _check_weights(v, PATHOLOGIES)
+
+    @field_validator("size_bins")
+    @classmethod
+    def _bins(cls, v: dict[str, SizeBin] | str) -> dict[str, SizeBin] | str:
+        if isinstance(v, str):
+            return v
+        if not v:
+            raise ValueError("at least one size bin is needed (or 'prior')")
+        if sum(b.weight for b in v.values()) <= 0:
+            raise ValueError("bin weights must sum to a positive number")
+        ordered = sorted(v.items(), key=lambda kv: kv[1].range[0])
+        for (n1, b1), (n2, b2) in zip(ordered, ordered[1:], strict=False):
+            if b2.range[0] < b1.range[1]:
+                raise ValueError(f"bins {n1!r} {list(b1.range)} and {n2!r} {list(b2.range)} overlap")
+        return v
+
+    @field_validator("attributes")
+    @classmethod
+    def _attributes(cls, v: dict[str, PathologyAttributes]) -> dict[str, PathologyAttributes]:
+        unknown = sorted(set(v) - set(PATHOLOGIES))
+        if unknown:
+            raise ValueError(f"unknown pathology {unknown}; allowed: {', '.join(PATHOLOGIES)}")
+        defaults = _default_attributes()
+        return {p: v.get(p, defaults[p]) for p in PATHOLOGIES}
+
+    @field_validator("prompt_template")
+    @classmethod
+    def _template(cls, v: str) -> str:
+        from busforge.prompts import check_template
+
+        check_template(v)
+        return v
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> Recipe:
+        if self.pathology == "match_real" and self.real is None:
+            raise ValueError("pathology: match_real needs a `real:` block naming the real dataset")
+        if self.size_bins == "prior" and self.shape_prior == "birads":
+            raise ValueError(
+                "size_bins: prior needs a calibrated shape_prior (e.g. 'busi'); the birads prior has no "
+                "fitted size distribution, so give explicit bins"
+            )
+        return self
+
+    def content(self) -> dict[str, Any]:
+        """The recipe as plain data (what the fingerprint hashes and `recipe.yaml` stores)."""
+        return self.model_dump(mode="json")
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """Field names of the model that `loc` points into, for 'unknown key' messages."""
+    current: Any = model
+    for part in loc:
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:
+                return None
+            current = field.annotation
+        else:
+            return None
+        # Unwrap Optional/Union/dict[str, Model] down to a model class.
+        while not (isinstance(current, type) and issubclass(current, BaseModel)):
+            args = [a for a in typing.get_args(current) if a is not type(None)]
+            models = [a for a in args if isinstance(a, type) and issubclass(a, BaseModel)]
+            if models:
+                current = models[0]
+            elif args and typing.get_origin(current) is dict:
+                current = args[-1]
+            elif args:
+                current = args[0]
+            else:
+                break
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return list(current.model_fields)
+    return None
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "dict["))))
+    # Pydantic reports union branches ("dict[...]", "literal[...]") in the path; drop them.
+    loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p and "]" in p)))
+    key = ".".join(str(p) for p in loc) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        allowed = _allowed_keys(Recipe, loc[:-1])
+        msg = "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
+    elif first["type"] == "missing":
+        msg = "required key is missing"
+    more = len(err.errors()) - 1
+    return f"{source}: {key}: {msg}" + (f" (and {more} more problem(s))" if more else "")
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`key.path=value` -> (["key", "path"], value parsed as YAML)."""
+    if "=" not in text:
+        raise BadInput(f"--set {text!r}: expected KEY.PATH=VALUE, e.g. --set count=100")
+    key, raw = text.split("=", 1)
+    if not key or any(not p for p in key.split(".")):
+        raise BadInput(f"--set {text!r}: empty key; expected KEY.PATH=VALUE")
+    return key.split("."), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for i, part in enumerate(path[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise BadInput(f"--set {text}: {'.'.join(path[: i + 1])} is not a mapping")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def recipe_from_dict(data: Any, source: str = "<recipe>") -> Recipe:
+    if not isinstance(data, dict):
+        raise BadInput(
+            f"{source}: (top level): a recipe is a YAML mapping of keys like name, count, renderer"
+        )
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise BadInput(_format_error(source, err)) from None
+
+
+def read_recipe_data(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise BadInput(f"{path}: no such recipe file; give the path of a YAML recipe like recipes/demo.yaml")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise BadInput(f"{path}: not valid YAML{where}: {getattr(err, 'problem', err)}") from None
+    return data if data is not None else {}
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def resolve_extends(path: Path, data: Any, seen: tuple[Path, ...] = ()) -> Any:
+    """`extends: other.yaml` (relative to this file) merges this file's keys over the other recipe's."""
+    if not isinstance(data, dict) or "extends" not in data:
+        return data
+    data = dict(data)
+    base_path = (path.parent / str(data.pop("extends"))).resolve()
+    if base_path in seen:
+        raise BadInput(f"{path}: extends: {base_path} extends itself (a cycle); remove one `extends`")
+    if not base_path.is_file():
+        raise BadInput(f"{path}: extends: no such recipe {base_path}; give a path relative to {path.parent}")
+    base = resolve_extends(base_path, read_recipe_data(base_path), (*seen, base_path))
+    if not isinstance(base, dict):
+        raise BadInput(f"{base_path}: (top level): a recipe is a YAML mapping")
+    return deep_merge(base, data)
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    """Read a recipe file, resolve `extends`, apply `--set` overrides and validate."""
+    path = Path(path)
+    data = resolve_extends(path, read_recipe_data(path), (path.resolve(),))
+    if isinstance(data, dict):
+        data = apply_overrides(data, overrides or [])
+    return recipe_from_dict(data, str(path))
