@@ -184,7 +184,7 @@ def _lesion_weight(
     coarse_shape = (height // factor, (width // factor))
     coarse = mask[: coarse_shape[0] * factor, : coarse_shape[1] * factor].astype(np.float32)
     coarse = coarse.reshape(coarse_shape[0], factor, coarse_shape[1], factor).mean(axis=(1, 3))
-    blur_px = rng.uniform(0.010, 0.018) * height / factor
+    blur_px = rng.uniform(0.014, 0.024) * height / factor
     coarse = ndimage.gaussian_filter(coarse, blur_px, mode="nearest")
     level = _upsample(coarse, grid)
     # Angular, ill-defined margin: perturb the level set with fine noise.
