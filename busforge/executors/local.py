@@ -12,7 +12,7 @@ import math
 import sys
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +24,7 @@ from busforge.dataset.features import dataset_features
 from busforge.dataset.manifest import MANIFEST, build_manifest, read_manifest
 from busforge.dataset.writer import ShardRecord, Staging
 from busforge.errors import BadInput
-from busforge.executors.rows import render_rows
+from busforge.executors.rows import encode_rows, prepare_items, render_rows
 from busforge.fingerprint import fingerprint
 from busforge.plan import Plan, SampleSpec, make_plan
 from busforge.recipe import Recipe
@@ -92,8 +92,7 @@ class RowSource:
     def rows(self, specs: list[SampleSpec]) -> Iterator[list[dict[str, Any]]]:
         batches = _batches(specs, self.batch_size)
         if self.pool is None:
-            for batch in batches:
-                yield render_rows(self.renderer, batch, self.recipe.image_size)
+            yield from self._rows_overlapped(batches)
             return
         pending: deque[Future] = deque()
         for batch in batches:
@@ -102,6 +101,27 @@ class RowSource:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+    def _rows_overlapped(self, batches: list[list[SampleSpec]]) -> Iterator[list[dict[str, Any]]]:
+        """In-process rendering (e.g. on a GPU) with the CPU work beside it: the next batch's masks
+        are drawn and the last batch's PNGs encoded in threads while `render` runs. At most one
+        batch waits on each side, so a slow consumer cannot make memory grow."""
+        if not batches:
+            return
+        size = self.recipe.image_size
+        with ThreadPoolExecutor(max_workers=2, thread_name_prefix="busforge-cpu") as threads:
+            upcoming = threads.submit(prepare_items, batches[0], size)
+            encoding: deque[Future] = deque()
+            for i in range(len(batches)):
+                items, shapes = upcoming.result()
+                if i + 1 < len(batches):
+                    upcoming = threads.submit(prepare_items, batches[i + 1], size)
+                images = self.renderer.render(items)
+                encoding.append(threads.submit(encode_rows, self.renderer, items, shapes, images))
+                if len(encoding) > 1:
+                    yield encoding.popleft().result()
+            while encoding:
+                yield encoding.popleft().result()
 
     def close(self) -> None:
         if self.pool is not None:

@@ -56,12 +56,23 @@ def provenance(renderer: Renderer, spec: SampleSpec) -> str:
     return json.dumps(identity, sort_keys=True, separators=(",", ":"))
 
 
-def render_rows(renderer: Renderer, specs: list[SampleSpec], image_size: int) -> list[dict[str, Any]]:
-    """Render one batch of samples into encoded rows, in plan order."""
+def prepare_items(specs: list[SampleSpec], image_size: int) -> tuple[list[RenderItem], list[ShapeParams]]:
+    """Masks (CPU) for a batch: the renderer's input, and the shape parameters finally used."""
     masks = make_masks(specs, image_size)
     items = [RenderItem(spec=s, mask=m, prompt=s.prompt) for s, (m, _) in zip(specs, masks, strict=True)]
-    images = renderer.render(items)
+    return items, [shape for _, shape in masks]
+
+
+def encode_rows(
+    renderer: Renderer, items: list[RenderItem], shapes: list[ShapeParams], images: list[np.ndarray]
+) -> list[dict[str, Any]]:
     return [
-        make_row(s, m, shape, img, provenance(renderer, s))
-        for s, (m, shape), img in zip(specs, masks, images, strict=True)
+        make_row(item.spec, item.mask, shape, image, provenance(renderer, item.spec))
+        for item, shape, image in zip(items, shapes, images, strict=True)
     ]
+
+
+def render_rows(renderer: Renderer, specs: list[SampleSpec], image_size: int) -> list[dict[str, Any]]:
+    """Render one batch of samples into encoded rows, in plan order."""
+    items, shapes = prepare_items(specs, image_size)
+    return encode_rows(renderer, items, shapes, renderer.render(items))

@@ -1,0 +1,113 @@
+"""Recipe validation: every user mistake is one line naming the file, the key and what is allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from busforge.errors import BadInput
+from busforge.recipe import DEFAULT_PROMPT, load_recipe
+
+BASE = {"name": "t", "count": 10, "shape_prior": "birads"}
+
+
+def write(tmp_path: Path, data: dict) -> Path:
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def error_of(tmp_path: Path, data: dict, overrides: list[str] | None = None) -> str:
+    with pytest.raises(BadInput) as info:
+        load_recipe(write(tmp_path, data), overrides)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(str(tmp_path / "r.yaml"))
+    return message
+
+
+def test_defaults_resolve(tmp_path):
+    recipe = load_recipe(write(tmp_path, BASE))
+    assert recipe.image_size == 512
+    assert recipe.output.dir == "data/out"
+    assert recipe.prompt_template == DEFAULT_PROMPT
+    assert recipe.renderer.backend == "procedural"
+    assert set(recipe.attributes) == {"benign", "malignant"}
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        ({**BASE, "colour": 1}, "colour: unknown key; allowed: name, version"),
+        ({**BASE, "output": {"dri": "x"}}, "output.dri: unknown key; allowed: dir, rows_per_shard"),
+        ({**BASE, "count": "many"}, "count: "),
+        ({**BASE, "pathology": {"benign": 0, "malignant": 0}}, "pathology: weights must sum to a positive number"),
+        ({**BASE, "pathology": {"benign": 1, "cyst": 1}}, "pathology: unknown name(s) ['cyst']; allowed: benign"),
+        ({**BASE, "pathology": {"benign": -1, "malignant": 2}}, "pathology.benign: "),
+        (
+            {**BASE, "size_bins": {"s": {"weight": 1, "range": [0.3, 0.2]}}},
+            "size_bins.s.range: empty or out-of-bounds range",
+        ),
+        (
+            {
+                **BASE,
+                "size_bins": {
+                    "s": {"weight": 1, "range": [0.1, 0.3]},
+                    "m": {"weight": 1, "range": [0.25, 0.4]},
+                },
+            },
+            "size_bins: bins 's' [0.1, 0.3] and 'm' [0.25, 0.4] overlap",
+        ),
+        ({**BASE, "renderer": {"backend": "gan"}}, "renderer.backend: unknown renderer 'gan'; allowed: diffusion"),
+        ({**BASE, "version": "v1"}, "version: 'v1' is not semver"),
+        ({**BASE, "prompt_template": "{pathology} {size}"}, "prompt_template: unknown placeholder(s) ['size']"),
+        ({"count": 3}, "name: required key is missing"),
+        ({**BASE, "size_bins": "prior"}, "size_bins: prior needs a calibrated shape_prior"),
+        ({**BASE, "attributes": {"benign": {"echogenicity": {"hypo": 1}}}}, "attributes.benign.echogenicity: unknown"),
+    ],
+)
+def test_bad_recipes_name_file_key_and_fix(tmp_path, data, expected):
+    assert expected in error_of(tmp_path, data)
+
+
+def test_not_a_mapping_and_bad_yaml(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("- a\n- b\n")
+    with pytest.raises(BadInput, match="a recipe is a YAML mapping"):
+        load_recipe(path)
+    path.write_text("name: [unclosed\n")
+    with pytest.raises(BadInput, match="not valid YAML at line"):
+        load_recipe(path)
+    with pytest.raises(BadInput, match="no such recipe file"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+def test_set_overrides_any_field(tmp_path):
+    path = write(tmp_path, BASE)
+    recipe = load_recipe(path, ["count=7", "output.rows_per_shard=3", "pathology.benign=1", "pathology.malignant=0"])
+    assert recipe.count == 7
+    assert recipe.output.rows_per_shard == 3
+    assert recipe.pathology == {"benign": 1, "malignant": 0}
+    with pytest.raises(BadInput, match="expected KEY.PATH=VALUE"):
+        load_recipe(path, ["count"])
+    with pytest.raises(BadInput, match="count: "):
+        load_recipe(path, ["count=-1"])
+
+
+def test_extends_merges_over_base(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**BASE, "output": {"dir": "a", "rows_per_shard": 5}}))
+    child = tmp_path / "child.yaml"
+    child.write_text(yaml.safe_dump({"extends": "base.yaml", "count": 4, "output": {"dir": "b"}}))
+    recipe = load_recipe(child)
+    assert (recipe.count, recipe.output.dir, recipe.output.rows_per_shard, recipe.name) == (4, "b", 5, "t")
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"extends": "child.yaml"}))
+    with pytest.raises(BadInput, match="a cycle"):
+        load_recipe(child)
+
+
+def test_shipped_recipes_validate(repo):
+    for path in sorted((repo / "recipes").glob("*.yaml")):
+        load_recipe(path)
+    load_recipe(repo / "params.yaml")
