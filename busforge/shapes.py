@@ -15,7 +15,7 @@ import numpy as np
 from busforge.errors import BadInput
 from busforge.shape_stats import largest_component
 
-GRID_POINTS = 5  # control points per axis of the displacement grid over the lesion crop
+GRID_POINTS = 7  # control points per axis of the displacement grid over the lesion crop
 MARGIN_FACTOR = 1.25  # crop margin / largest grid displacement (spline overshoot)
 WORK_RES = 96  # most lattice samples a side where the deformation is computed
 MAX_ATTEMPTS = 12  # rescale attempts to bring the lesion size into range

@@ -1,0 +1,177 @@
+"""Fit a calibrated shape prior from folders of real lesion masks."""
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from busforge.errors import BadInput
+from busforge.shape_stats import STAT_NAMES, shape_stats
+
+PRIOR_FORMAT = "busforge-shape-prior"
+PRIOR_VERSION = 1
+PATHOLOGIES = ("benign", "malignant")
+MIN_MASKS = 5  # fewer non-empty masks than this cannot describe a distribution
+
+# Simulation that maps the relative deformation strength (sigma / sqrt(a*b)) to the
+# statistics it produces; the prior inverts it to pick sigma for a target solidity.
+TABLE_RELATIVE_SIGMA = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.36, 0.45, 0.55, 0.7)
+TABLE_DRAWS = 60
+TABLE_IMAGE_SIZE = 512
+TABLE_AXES = (80.0, 50.0)  # reference ellipse (aspect 1.6)
+
+# BUSI names extra lesions of a case "<case>_mask_1.png", "<case>_mask_2.png".
+_CASE_PATTERN = re.compile(r"^(?P<case>.+?)_mask(?:_\d+)?$")
+
+
+def read_mask(path: Path) -> np.ndarray:
+    """A PNG mask of any mode (1-bit, L, P, RGB, RGBA, 16-bit) as a boolean array (> 0)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            if image.mode == "P":
+                image = image.convert("RGB")
+            pixels = np.asarray(image)
+    except (OSError, UnidentifiedImageError) as error:
+        raise BadInput(f"{path}: not a readable image ({error}); give PNG mask files") from None
+    if pixels.ndim == 3:
+        # Colour channels only: an opaque alpha channel is not lesion.
+        channels = pixels.shape[2]
+        pixels = pixels[..., : 3 if channels >= 3 else 1].max(axis=2)
+    return pixels > 0
+
+
+def _mask_files(folder: Path) -> list[Path]:
+    pngs = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png")
+    masks = [p for p in pngs if "_mask" in p.stem]
+    # A BUSI class folder mixes images and masks; a mask-only folder has any names.
+    return masks or pngs
+
+
+def _case_masks(files: list[Path]) -> list[np.ndarray]:
+    """One mask per case: files of one BUSI case with the same shape are united."""
+    groups: dict[str, list[Path]] = defaultdict(list)
+    for path in files:
+        match = _CASE_PATTERN.match(path.stem)
+        groups[match["case"] if match else path.stem].append(path)
+    masks = []
+    for paths in groups.values():
+        parts = [read_mask(path) for path in paths]
+        if all(part.shape == parts[0].shape for part in parts):
+            masks.append(np.logical_or.reduce(parts))
+        else:
+            masks.extend(parts)
+    return masks
+
+
+def collect_masks(mask_dirs: list[Path], pathology: str | None = None) -> dict[str, list[Path]]:
+    """Mask files per pathology.
+
+    A folder named after a pathology holds that pathology's masks; a folder with
+    pathology subfolders (e.g. `busi_masks_calib/`) contributes each of them;
+    `pathology` assigns every folder to that one.
+    """
+    files: dict[str, list[Path]] = defaultdict(list)
+    for folder in mask_dirs:
+        if not folder.is_dir():
+            raise BadInput(f"{folder}: mask folder not found; give existing folders of mask PNGs")
+        if pathology is not None:
+            files[pathology].extend(_mask_files(folder))
+            continue
+        if folder.name.lower() in PATHOLOGIES:
+            files[folder.name.lower()].extend(_mask_files(folder))
+            continue
+        subfolders = [folder / name for name in PATHOLOGIES if (folder / name).is_dir()]
+        if not subfolders:
+            raise BadInput(
+                f"{folder}: pathology unknown; name the folder {' or '.join(PATHOLOGIES)}, "
+                "give a folder with such subfolders, or pass --pathology"
+            )
+        for sub in subfolders:
+            files[sub.name].extend(_mask_files(sub))
+    return dict(files)
+
+
+def sigma_table() -> dict[str, list[float]]:
+    """Median statistics of masks drawn at each relative deformation strength."""
+    from busforge.shapes import ShapeParams, draw_mask
+
+    a, b = TABLE_AXES
+    centre = TABLE_IMAGE_SIZE / 2
+    table: dict[str, list[float]] = defaultdict(list)
+    for relative in TABLE_RELATIVE_SIGMA:
+        rows = []
+        for seed in range(TABLE_DRAWS):
+            params = ShapeParams(a, b, 0.0, centre, centre, relative * float(np.sqrt(a * b)))
+            mask, _ = draw_mask(params, TABLE_IMAGE_SIZE, seed, (0.02, 0.99))
+            stats = shape_stats(mask)
+            rows.append(
+                (
+                    stats.solidity,
+                    stats.circularity,
+                    np.log(stats.aspect) / np.log(a / b),
+                    stats.size * TABLE_IMAGE_SIZE / (2 * a),
+                )
+            )
+        solidity, circularity, aspect_gain, size_gain = np.median(np.array(rows), axis=0)
+        table["relative_sigma"].append(relative)
+        table["solidity"].append(float(solidity))
+        table["circularity"].append(float(circularity))
+        table["aspect_gain"].append(float(aspect_gain))
+        table["size_gain"].append(float(size_gain))
+    # Solidity must fall with sigma for the prior to invert it.
+    table["solidity"] = np.minimum.accumulate(table["solidity"]).tolist()
+    return dict(table)
+
+
+def fit_prior(mask_dirs: list[Path], pathology: str | None = None, name: str = "calibrated") -> dict:
+    """Fit a calibrated shape prior.
+
+    Each case's mask is reduced to its largest connected component and described by
+    `busforge.shape_stats.STAT_NAMES`; the prior keeps those vectors per pathology
+    (it samples them by smoothed bootstrap) with their quantiles, and a simulated
+    table from deformation strength to solidity/circularity.
+
+    Args:
+        mask_dirs: folders of mask PNGs (see `collect_masks`).
+        pathology: assign all folders to this pathology instead of their names.
+        name: name stored in the prior.
+
+    Returns:
+        The prior as a JSON-ready dict.
+    """
+    files = collect_masks(mask_dirs, pathology)
+    pathologies = {}
+    for label, paths in sorted(files.items()):
+        vectors = []
+        for mask in _case_masks(paths):
+            stats = shape_stats(mask)
+            if stats is not None:
+                vectors.append([round(float(getattr(stats, key)), 6) for key in STAT_NAMES])
+        if len(vectors) < MIN_MASKS:
+            raise BadInput(
+                f"{', '.join(str(d) for d in mask_dirs)}: {label}: {len(vectors)} non-empty masks; "
+                f"need at least {MIN_MASKS} per pathology"
+            )
+        columns = np.array(vectors).T
+        pathologies[label] = {
+            "count": len(vectors),
+            "stats": {key: column.tolist() for key, column in zip(STAT_NAMES, columns, strict=True)},
+            "quantiles": {
+                key: np.quantile(column, [0.05, 0.25, 0.5, 0.75, 0.95]).round(6).tolist()
+                for key, column in zip(STAT_NAMES, columns, strict=True)
+            },
+        }
+    if not pathologies:
+        raise BadInput(f"{', '.join(str(d) for d in mask_dirs)}: no mask PNGs found")
+    return {
+        "format": PRIOR_FORMAT,
+        "version": PRIOR_VERSION,
+        "name": name,
+        "stat_names": list(STAT_NAMES),
+        "length_unit": "fraction of sqrt(image height * width)",
+        "pathologies": pathologies,
+        "sigma_table": sigma_table(),
+    }
