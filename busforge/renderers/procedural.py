@@ -45,8 +45,8 @@ OPTION_RANGES: dict[str, tuple[float, float]] = {
 }
 
 # PSF at 512 px depth, in output pixels (about 0.3 mm axially, 0.8 mm laterally on a 4 cm view).
-AXIAL_SIGMA_PX_AT_512 = 1.6
-LATERAL_SIGMA_PX_AT_512 = 4.5
+AXIAL_SIGMA_PX_AT_512 = 1.0
+LATERAL_SIGMA_PX_AT_512 = 3.0
 # Grey level of unit-reflectivity tissue, as a share of the dynamic range.
 TISSUE_LEVEL = 0.58
 
@@ -135,7 +135,7 @@ def _tissue_reflectivity(rng: np.random.Generator, shape: tuple[int, int]) -> np
     lobules = _smooth_noise(rng, shape, (max(4, height // 34), max(3, width // 30)))
     bands = _smooth_noise(rng, shape, (max(4, height // 16), max(3, width // 40)))
     islands = _smooth_noise(rng, shape, (max(4, height // 24), max(3, width // 24)))
-    strands = _ridges(_smooth_noise(rng, shape, (max(4, height // 12), max(3, width // 24))), 0.16)
+    strands = _ridges(_smooth_noise(rng, shape, (max(4, height // 7), max(3, width // 28))), 0.22)
     fibres = _smooth_noise(rng, shape, (max(4, height // 10), max(3, width // 48)))
 
     fat_level = rng.uniform(0.22, 0.35)
@@ -144,7 +144,7 @@ def _tissue_reflectivity(rng: np.random.Generator, shape: tuple[int, int]) -> np
 
     fat_map = fat_level * np.exp(0.5 * lobules) + 0.8 * _ridges(lobules, 0.12)
     fatty_islands = np.clip(islands * -1.5 - 0.9, 0.0, 1.0)  # fat lobules inside the gland
-    gland_map = gland_level * np.exp(0.8 * bands) * (1.0 - 0.6 * fatty_islands) + 0.8 * strands
+    gland_map = gland_level * np.exp(1.0 * bands) * (1.0 - 0.6 * fatty_islands) + 2.0 * strands
     muscle_map = muscle_level * np.exp(0.35 * fibres) + 0.5 * _ridges(fibres, 0.2)
 
     reflectivity = np.full(shape, 0.03, dtype=np.float32)  # coupling gel above the skin
@@ -203,10 +203,10 @@ def _lesion_look(
 ) -> _LesionLook:
     weight = _lesion_weight(rng, mask, grid, boundary)
     if pathology == "benign":
-        level = rng.uniform(0.05, 0.16)  # cysts near anechoic, fibroadenomas hypoechoic
+        level = rng.uniform(0.02, 0.1)  # cysts near anechoic, fibroadenomas hypoechoic
         attenuation_factor = rng.uniform(-0.9, -0.4)  # fluid: posterior enhancement
     else:
-        level = rng.uniform(0.12, 0.28)
+        level = rng.uniform(0.08, 0.2)
         attenuation_factor = rng.uniform(0.6, 1.8)  # dense stroma: posterior shadowing
     interior = np.full(grid, level, dtype=np.float32)
     if echogenicity == "heterogeneous":
@@ -261,12 +261,16 @@ def render_bmode(
 
     reflectivity = _tissue_reflectivity(rng, grid)
     attenuation_db = rng.uniform(35.0, 50.0)
-    tgc_compensation = rng.uniform(0.78, 0.9)
+    tgc_compensation = rng.uniform(0.65, 0.82)
     extra_attenuation = None
     if mask.any():
         lesion = _lesion_look(rng, mask, grid, pathology, echogenicity, boundary)
         reflectivity += lesion.weight * (lesion.interior - reflectivity)
         extra_attenuation = lesion.weight * np.float32(lesion.attenuation_factor * attenuation_db / height)
+        # The beam is wider than a column: soften the sides of the shadow / enhancement.
+        extra_attenuation = ndimage.uniform_filter1d(
+            extra_attenuation, size=max(3, grid[1] // 32) | 1, axis=1, mode="nearest"
+        )
 
     size_scale = speckle_scale * height / 512.0
     envelope = speckle_envelope(
