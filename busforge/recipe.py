@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from busforge.errors import BadInput
 
@@ -151,6 +159,11 @@ class Recipe(StrictModel):
     real: RealConfig | None = None
     license: str = "cc-by-4.0"
     description: str = ""
+    _source: str = PrivateAttr(default="recipe")  # the file it came from, for error messages
+
+    @property
+    def source(self) -> str:
+        return self._source
 
     @field_validator("version")
     @classmethod
@@ -287,9 +300,11 @@ def recipe_from_dict(data: Any, source: str = "<recipe>") -> Recipe:
             f"{source}: (top level): a recipe is a YAML mapping of keys like name, count, renderer"
         )
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as err:
         raise BadInput(_format_error(source, err)) from None
+    recipe._source = source
+    return recipe
 
 
 def read_recipe_data(path: Path) -> dict[str, Any]:

@@ -43,8 +43,14 @@ def test_defaults_resolve(tmp_path):
         ({**BASE, "colour": 1}, "colour: unknown key; allowed: name, version"),
         ({**BASE, "output": {"dri": "x"}}, "output.dri: unknown key; allowed: dir, rows_per_shard"),
         ({**BASE, "count": "many"}, "count: "),
-        ({**BASE, "pathology": {"benign": 0, "malignant": 0}}, "pathology: weights must sum to a positive number"),
-        ({**BASE, "pathology": {"benign": 1, "cyst": 1}}, "pathology: unknown name(s) ['cyst']; allowed: benign"),
+        (
+            {**BASE, "pathology": {"benign": 0, "malignant": 0}},
+            "pathology: weights must sum to a positive number",
+        ),
+        (
+            {**BASE, "pathology": {"benign": 1, "cyst": 1}},
+            "pathology: unknown name(s) ['cyst']; allowed: benign",
+        ),
         ({**BASE, "pathology": {"benign": -1, "malignant": 2}}, "pathology.benign: "),
         (
             {**BASE, "size_bins": {"s": {"weight": 1, "range": [0.3, 0.2]}}},
@@ -60,12 +66,21 @@ def test_defaults_resolve(tmp_path):
             },
             "size_bins: bins 's' [0.1, 0.3] and 'm' [0.25, 0.4] overlap",
         ),
-        ({**BASE, "renderer": {"backend": "gan"}}, "renderer.backend: unknown renderer 'gan'; allowed: diffusion"),
+        (
+            {**BASE, "renderer": {"backend": "gan"}},
+            "renderer.backend: unknown renderer 'gan'; allowed: diffusion",
+        ),
         ({**BASE, "version": "v1"}, "version: 'v1' is not semver"),
-        ({**BASE, "prompt_template": "{pathology} {size}"}, "prompt_template: unknown placeholder(s) ['size']"),
+        (
+            {**BASE, "prompt_template": "{pathology} {size}"},
+            "prompt_template: unknown placeholder(s) ['size']",
+        ),
         ({"count": 3}, "name: required key is missing"),
         ({**BASE, "size_bins": "prior"}, "size_bins: prior needs a calibrated shape_prior"),
-        ({**BASE, "attributes": {"benign": {"echogenicity": {"hypo": 1}}}}, "attributes.benign.echogenicity: unknown"),
+        (
+            {**BASE, "attributes": {"benign": {"echogenicity": {"hypo": 1}}}},
+            "attributes.benign.echogenicity: unknown",
+        ),
     ],
 )
 def test_bad_recipes_name_file_key_and_fix(tmp_path, data, expected):
@@ -86,7 +101,9 @@ def test_not_a_mapping_and_bad_yaml(tmp_path):
 
 def test_set_overrides_any_field(tmp_path):
     path = write(tmp_path, BASE)
-    recipe = load_recipe(path, ["count=7", "output.rows_per_shard=3", "pathology.benign=1", "pathology.malignant=0"])
+    recipe = load_recipe(
+        path, ["count=7", "output.rows_per_shard=3", "pathology.benign=1", "pathology.malignant=0"]
+    )
     assert recipe.count == 7
     assert recipe.output.rows_per_shard == 3
     assert recipe.pathology == {"benign": 1, "malignant": 0}

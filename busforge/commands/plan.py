@@ -26,7 +26,9 @@ def plan(
     overrides = list(set_ or []) + ([f"count={count}"] if count is not None else [])
     resolved = load_recipe(recipe, overrides)
     the_plan = make_plan(resolved)
-    renderer = make_renderer(resolved.renderer.backend, resolved.renderer.options, resolved.image_size)
+    renderer = make_renderer(
+        resolved.renderer.backend, resolved.renderer.options, resolved.image_size, resolved.source
+    )
     typer.echo(
         f"recipe {resolved.name} {resolved.version}: {len(the_plan.specs)} samples, "
         f"renderer {resolved.renderer.backend}, shape prior {resolved.shape_prior}"

@@ -24,6 +24,9 @@ def render(
         bool, typer.Option(help="Replace an output or staging folder of another recipe.")
     ] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bar; print only the result line.")] = False,
+    metrics: Annotated[
+        Path | None, typer.Option(help="Also write row and stratum counts as a JSON metrics file (for DVC).")
+    ] = None,
 ) -> None:
     """Render RECIPE. Resumes an interrupted run; does nothing when the output is already this dataset."""
     from busforge.executors.local import run_render
@@ -32,6 +35,10 @@ def render(
     overrides = list(set_ or []) + ([f"count={count}"] if count is not None else [])
     resolved = load_recipe(recipe, overrides)
     outcome = run_render(resolved, out_dir=out, workers=workers, force=force, quiet=quiet)
+    if metrics is not None:
+        from busforge.dataset.metrics import write_count_metrics
+
+        write_count_metrics(outcome.out_dir, metrics)
     if outcome.up_to_date:
         typer.echo(
             f"{outcome.out_dir}: already up to date (fingerprint {outcome.fingerprint}); nothing to do"

@@ -162,7 +162,9 @@ def run_render(
 
     out_dir = Path(out_dir or recipe.output.dir)
     plan = plan or make_plan(recipe)
-    renderer = make_renderer(recipe.renderer.backend, recipe.renderer.options, recipe.image_size)
+    renderer = make_renderer(
+        recipe.renderer.backend, recipe.renderer.options, recipe.image_size, recipe.source
+    )
     fp = dataset_fingerprint(recipe, renderer, plan)
     if check_existing(out_dir, fp, force):
         return RenderOutcome(out_dir, fp, len(plan.specs), 0, 0, up_to_date=True)

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from busforge.errors import BadInput
+
 if TYPE_CHECKING:
     from busforge.plan import SampleSpec
 
@@ -53,5 +55,12 @@ def renderer_class(backend: str) -> type[Renderer]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def make_renderer(backend: str, options: dict[str, Any], image_size: int) -> Renderer:
-    return renderer_class(backend)(options, image_size)
+def make_renderer(backend: str, options: dict[str, Any], image_size: int, source: str = "recipe") -> Renderer:
+    """Build a renderer; option errors (reported as `recipe: renderer.<key>: ...`) name `source`."""
+    try:
+        return renderer_class(backend)(options, image_size)
+    except BadInput as err:
+        message = str(err)
+        if message.startswith("recipe:"):
+            raise BadInput(source + message.removeprefix("recipe")) from None
+        raise
