@@ -18,17 +18,13 @@ def plan(
     ] = None,
 ) -> None:
     """Show what RECIPE would render: counts per stratum and the dataset fingerprint."""
-    from busforge.executors.local import dataset_fingerprint
-    from busforge.plan import make_plan
+    from busforge.executors.local import prepare
     from busforge.recipe import load_recipe
-    from busforge.renderers.base import make_renderer
 
     overrides = list(set_ or []) + ([f"count={count}"] if count is not None else [])
     resolved = load_recipe(recipe, overrides)
-    the_plan = make_plan(resolved)
-    renderer = make_renderer(
-        resolved.renderer.backend, resolved.renderer.options, resolved.image_size, resolved.source
-    )
+    prepared = prepare(resolved)
+    the_plan, resolved = prepared.plan, prepared.recipe
     typer.echo(
         f"recipe {resolved.name} {resolved.version}: {len(the_plan.specs)} samples, "
         f"renderer {resolved.renderer.backend}, shape prior {resolved.shape_prior}"
@@ -43,4 +39,4 @@ def plan(
         typer.echo(
             f"{s.pathology:<10} {s.size_bin:<10} {rng:<13} {s.echogenicity:<14} {s.boundary:<9} {s.count:>7}"
         )
-    typer.echo(f"fingerprint {dataset_fingerprint(resolved, renderer, the_plan)}")
+    typer.echo(f"fingerprint {prepared.fingerprint}")

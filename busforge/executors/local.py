@@ -8,6 +8,7 @@ process, so memory stays flat and the bytes do not depend on the worker count.
 
 from __future__ import annotations
 
+import json
 import math
 import sys
 from collections import deque
@@ -41,10 +42,6 @@ class RenderOutcome:
     rendered_shards: int
     reused_shards: int
     up_to_date: bool = False
-
-
-def dataset_fingerprint(recipe: Recipe, renderer: Renderer, plan: Plan) -> str:
-    return fingerprint(recipe.content(), renderer.identity(), shape_prior=plan.prior_identity)
 
 
 def _batches(specs: list[SampleSpec], size: int) -> list[list[SampleSpec]]:
@@ -149,6 +146,84 @@ def check_existing(out_dir: Path, fp: str, force: bool) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class ShardJob:
+    """One output shard: which rows go in it. Synthetic shards hold a slice of the plan; real
+    shards hold a slice of a real split, copied as imported."""
+
+    split: str
+    index: int
+    total: int
+    specs: list[SampleSpec] | None = None
+    real_rows: tuple[int, int] | None = None  # [start, stop) within the real split
+
+    @property
+    def rows(self) -> int:
+        if self.specs is not None:
+            return len(self.specs)
+        assert self.real_rows is not None
+        return self.real_rows[1] - self.real_rows[0]
+
+
+def shard_jobs(plan: Plan, per_shard: int, real_splits: dict[str, int]) -> list[ShardJob]:
+    """The output's shards, fixed by the plan and the real data, never by the worker count.
+
+    train = the real train rows (if any) followed by the synthetic rows; other splits are real.
+    """
+    real_train = real_splits.get("train", 0)
+    n_real = math.ceil(real_train / per_shard)
+    n_synth = math.ceil(len(plan.specs) / per_shard)
+    total = max(1, n_real + n_synth)
+    jobs = [
+        ShardJob(SPLIT, i, total, real_rows=(i * per_shard, min(real_train, (i + 1) * per_shard)))
+        for i in range(n_real)
+    ]
+    jobs += [
+        ShardJob(SPLIT, n_real + k, total, specs=plan.specs[k * per_shard : (k + 1) * per_shard])
+        for k in range(n_synth)
+    ]
+    if not jobs:  # an empty dataset still has its (empty) train shard
+        jobs.append(ShardJob(SPLIT, 0, 1, specs=[]))
+    for split, rows in real_splits.items():
+        if split != SPLIT and rows:
+            n = math.ceil(rows / per_shard)
+            jobs += [
+                ShardJob(split, i, n, real_rows=(i * per_shard, min(rows, (i + 1) * per_shard)))
+                for i in range(n)
+            ]
+    return jobs
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Everything decided before the first pixel: resolved recipe, plan, renderer, shards, identity."""
+
+    recipe: Recipe
+    plan: Plan
+    renderer: Renderer
+    mix: Any  # busforge.dataset.mix.RealMix | None
+    fingerprint: str
+    jobs: list[ShardJob]
+    real_identity: dict[str, Any]
+
+
+def prepare(recipe: Recipe) -> Prepared:
+    mix = None
+    if recipe.real is not None:
+        from busforge.dataset.mix import resolve_real
+
+        mix = resolve_real(recipe)
+    recipe, pathology_weights = apply_real_mix(recipe, mix)
+    plan = make_plan(recipe, pathology_weights)
+    renderer = make_renderer(
+        recipe.renderer.backend, recipe.renderer.options, recipe.image_size, recipe.source
+    )
+    real_identity = {"real": {"fingerprint": mix.fingerprint, "ratio": recipe.real.ratio}} if mix else {}
+    fp = fingerprint(recipe.content(), renderer.identity(), shape_prior=plan.prior_identity, **real_identity)
+    jobs = shard_jobs(plan, recipe.output.rows_per_shard, mix.split_rows if mix else {})
+    return Prepared(recipe, plan, renderer, mix, fp, jobs, real_identity)
+
+
 def run_render(
     recipe: Recipe,
     *,
@@ -156,57 +231,59 @@ def run_render(
     workers: int = 1,
     force: bool = False,
     quiet: bool = False,
-    plan: Plan | None = None,
 ) -> RenderOutcome:
     from tqdm import tqdm
 
     out_dir = Path(out_dir or recipe.output.dir)
-    plan = plan or make_plan(recipe)
-    renderer = make_renderer(
-        recipe.renderer.backend, recipe.renderer.options, recipe.image_size, recipe.source
+    prepared = prepare(recipe)
+    recipe, plan, renderer, mix, fp, jobs = (
+        prepared.recipe,
+        prepared.plan,
+        prepared.renderer,
+        prepared.mix,
+        prepared.fingerprint,
+        prepared.jobs,
     )
-    fp = dataset_fingerprint(recipe, renderer, plan)
+    real_identity = prepared.real_identity
+    n_rows = sum(job.rows for job in jobs)
     if check_existing(out_dir, fp, force):
-        return RenderOutcome(out_dir, fp, len(plan.specs), 0, 0, up_to_date=True)
+        return RenderOutcome(out_dir, fp, n_rows, 0, 0, up_to_date=True)
 
     staging = Staging(out_dir)
     staging.open(fp, force)
-    per_shard = recipe.output.rows_per_shard
-    total = max(1, math.ceil(len(plan.specs) / per_shard))
     schema = dataset_features().arrow_schema
-
     records: list[ShardRecord] = []
-    todo: list[int] = []
-    for index in range(total):
-        record = staging.done(SPLIT, index, total)
+    todo: list[ShardJob] = []
+    for job in jobs:
+        record = staging.done(job.split, job.index, job.total)
         if record is not None:
             records.append(record)
         else:
-            todo.append(index)
+            todo.append(job)
 
     progress = tqdm(
-        total=len(plan.specs), desc="render", unit="img", disable=quiet, initial=sum(r.rows for r in records)
+        total=n_rows, desc="render", unit="img", disable=quiet, initial=sum(r.rows for r in records)
     )
-    source = RowSource(recipe, renderer, workers) if todo else None
+    source = RowSource(recipe, renderer, workers) if any(job.specs for job in todo) else None
     try:
-        for index in todo:
-            specs = plan.specs[index * per_shard : (index + 1) * per_shard]
-            shard = staging.open_shard(SPLIT, index, total, schema, recipe.output.rows_per_row_group)
+        for job in todo:
+            shard = staging.open_shard(
+                job.split, job.index, job.total, schema, recipe.output.rows_per_row_group
+            )
             try:
-                for rows in source.rows(specs):
+                for rows in job_rows(job, source, mix):
                     shard.add(rows)
                     progress.update(len(rows))
                 shard.close()
             except BaseException:
                 shard.abort()
                 raise
-            records.append(staging.mark_done(SPLIT, index, shard))
+            records.append(staging.mark_done(job.split, job.index, shard))
     finally:
         progress.close()
         if source is not None:
             source.close()
 
-    records.sort(key=lambda r: r.index)
     manifest = build_manifest(
         name=recipe.name,
         version=recipe.version,
@@ -214,22 +291,51 @@ def run_render(
         renderer=renderer.identity(),
         counts=plan.counts(),
         strata=[{**s.__dict__, "size_range": list(s.size_range)} for s in plan.strata],
-        shards=records,
-        extra={"shape_prior": plan.prior_identity},
+        shards=sorted(records, key=lambda r: (r.split, r.index)),
+        extra={"shape_prior": plan.prior_identity, **real_identity},
     )
     content = recipe.content()
     staging.finalize(
         {
-            MANIFEST: _json(manifest),
+            MANIFEST: json.dumps(manifest, indent=2, sort_keys=True) + "\n",
             "recipe.yaml": yaml.safe_dump(content, sort_keys=False),
-            "README.md": render_card(manifest, content),
+            "README.md": render_card(manifest, content, source_datasets=[str(mix.dataset)] if mix else None),
         },
         replace_existing=force,
     )
-    return RenderOutcome(out_dir, fp, len(plan.specs), len(todo), total - len(todo))
+    return RenderOutcome(out_dir, fp, n_rows, len(todo), len(jobs) - len(todo))
 
 
-def _json(data: Any) -> str:
-    import json
+def apply_real_mix(recipe: Recipe, mix) -> tuple[Recipe, dict[str, float] | None]:
+    """With real data: the synthetic count follows the ratio, the domain defaults to the real
+    data's, and `pathology: match_real` takes the real train split's mix."""
+    if mix is None:
+        return recipe, None
+    from busforge.dataset.mix import pathology_weights, synthetic_count
 
-    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+    update: dict[str, Any] = {"count": synthetic_count(mix, recipe.count)}
+    if "domain" not in recipe.model_fields_set:
+        update["domain"] = mix.domain
+    resolved = recipe.model_copy(update=update)
+    resolved._source = recipe.source
+    weights = pathology_weights(mix) if recipe.pathology == "match_real" else None
+    return resolved, weights
+
+
+def job_rows(job: ShardJob, source: RowSource | None, mix) -> Iterator[list[dict[str, Any]]]:
+    if job.specs is not None:
+        assert source is not None or not job.specs
+        if job.specs:
+            yield from source.rows(job.specs)
+        return
+    from busforge.dataset.mix import real_row_batches
+
+    start, stop = job.real_rows
+    seen = 0
+    for batch in real_row_batches(mix, job.split):
+        lo, hi = max(start - seen, 0), min(stop - seen, len(batch))
+        if lo < hi:
+            yield batch[lo:hi]
+        seen += len(batch)
+        if seen >= stop:
+            return
