@@ -29,6 +29,9 @@ def plan(
         f"recipe {resolved.name} {resolved.version}: {len(the_plan.specs)} samples, "
         f"renderer {resolved.renderer.backend}, shape prior {resolved.shape_prior}"
     )
+    if prepared.mix is not None:
+        rows = ", ".join(f"{k} {v}" for k, v in prepared.mix.split_rows.items())
+        typer.echo(f"real data {prepared.mix.dataset} ({rows}); ratio real:synthetic {resolved.real.ratio}")
     header = (
         f"{'pathology':<10} {'size bin':<10} {'range':<13} {'echogenicity':<14} {'boundary':<9} {'count':>7}"
     )
