@@ -1,0 +1,52 @@
+"""Near-duplicate images by perceptual hash (pHash), grouped transitively.
+
+pHash: the image shrunk to 32x32 grey, its 2-D DCT, and one bit per low-frequency coefficient
+(the top-left 8x8 block without the DC term) saying whether it is above their median. Resizing,
+re-encoding, small crops of text or calipers and brightness changes move few bits; different
+images differ in about half of them. Two images whose hashes differ in at most `max_distance`
+bits are near-duplicates, and groups are the connected components of that relation.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+HASH_SIDE = 32
+LOW = 8
+MAX_DISTANCE = 6  # of 63 bits; on busi_mini re-scans of one lesion are 0-6 apart, other pairs 12+
+
+
+def phash(image: np.ndarray) -> int:
+    """63-bit perceptual hash of a grey uint8 image."""
+    from PIL import Image
+    from scipy.fft import dctn
+
+    small = Image.fromarray(image).resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BOX)
+    coeffs = dctn(np.asarray(small, dtype=np.float64), norm="ortho")[:LOW, :LOW].ravel()[1:]
+    bits = coeffs > np.median(coeffs)
+    return int(sum(1 << i for i, bit in enumerate(bits) if bit))
+
+
+def duplicate_groups(hashes: list[int], max_distance: int = MAX_DISTANCE) -> list[list[int]]:
+    """Groups (of 2 or more indices, each sorted, groups ordered by first index) of near-duplicates."""
+    n = len(hashes)
+    values = np.array(hashes, dtype=np.uint64)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(n - 1):
+        # Vectorised Hamming distance from image i to all later ones.
+        distances = np.bitwise_count(values[i + 1 :] ^ values[i])
+        for j in np.flatnonzero(distances <= max_distance) + i + 1:
+            root_i, root_j = find(i), find(int(j))
+            if root_i != root_j:
+                parent[max(root_i, root_j)] = min(root_i, root_j)
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        groups.setdefault(find(i), []).append(i)
+    return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
