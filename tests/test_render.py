@@ -151,3 +151,23 @@ def test_plan_command_prints_strata_and_fingerprint(repo):
     assert result.returncode == 0, result.stderr
     assert "200 samples" in result.stdout
     assert result.stdout.strip().splitlines()[-1].startswith("fingerprint ")
+
+
+def test_limit_renders_the_first_samples_of_the_same_plan(repo, tmp_path):
+    from datasets import load_dataset
+
+    recipe = load_recipe(repo / "recipes/demo.yaml", SMALL)
+    full = run_render(recipe, out_dir=tmp_path / "full", quiet=True)
+    quick = run_render(recipe, out_dir=tmp_path / "quick", quiet=True, limit=5)
+    assert quick.rows == 5 and quick.fingerprint != full.fingerprint
+    first = load_dataset(str(tmp_path / "full"))["train"].select(range(5))
+    limited = load_dataset(str(tmp_path / "quick"))["train"]
+    assert first["sample_id"] == limited["sample_id"]
+    assert [
+        r["image"]["bytes"]
+        for r in first.cast_column("image", first.features["image"].__class__(decode=False))
+    ] == [
+        r["image"]["bytes"]
+        for r in limited.cast_column("image", limited.features["image"].__class__(decode=False))
+    ]
+    assert verify_dataset(tmp_path / "quick") == []

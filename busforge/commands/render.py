@@ -19,6 +19,9 @@ def render(
     count: Annotated[
         int | None, typer.Option(min=0, help="Override the number of synthetic samples.")
     ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=0, help="Render only the first N samples of the plan (a quick look).")
+    ] = None,
     workers: Annotated[int, typer.Option(min=1, help="Parallel render processes (CPU renderers).")] = 1,
     force: Annotated[
         bool, typer.Option(help="Replace an output or staging folder of another recipe.")
@@ -34,7 +37,7 @@ def render(
 
     overrides = list(set_ or []) + ([f"count={count}"] if count is not None else [])
     resolved = load_recipe(recipe, overrides)
-    outcome = run_render(resolved, out_dir=out, workers=workers, force=force, quiet=quiet)
+    outcome = run_render(resolved, out_dir=out, workers=workers, force=force, quiet=quiet, limit=limit)
     if metrics is not None:
         from busforge.dataset.metrics import write_count_metrics
 

@@ -14,7 +14,7 @@ import sys
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -207,7 +207,8 @@ class Prepared:
     real_identity: dict[str, Any]
 
 
-def prepare(recipe: Recipe) -> Prepared:
+def prepare(recipe: Recipe, limit: int | None = None) -> Prepared:
+    """`limit` keeps only the first N planned samples (same seeds and pixels as the full plan)."""
     mix = None
     if recipe.real is not None:
         from busforge.dataset.mix import resolve_real
@@ -215,11 +216,18 @@ def prepare(recipe: Recipe) -> Prepared:
         mix = resolve_real(recipe)
     recipe, pathology_weights = apply_real_mix(recipe, mix)
     plan = make_plan(recipe, pathology_weights)
+    if limit is not None and limit < len(plan.specs):
+        plan = replace(plan, specs=plan.specs[:limit])
+        limited = {"limit": limit}
+    else:
+        limited = {}
     renderer = make_renderer(
         recipe.renderer.backend, recipe.renderer.options, recipe.image_size, recipe.source
     )
     real_identity = {"real": {"fingerprint": mix.fingerprint, "ratio": recipe.real.ratio}} if mix else {}
-    fp = fingerprint(recipe.content(), renderer.identity(), shape_prior=plan.prior_identity, **real_identity)
+    fp = fingerprint(
+        recipe.content(), renderer.identity(), shape_prior=plan.prior_identity, **real_identity, **limited
+    )
     jobs = shard_jobs(plan, recipe.output.rows_per_shard, mix.split_rows if mix else {})
     return Prepared(recipe, plan, renderer, mix, fp, jobs, real_identity)
 
@@ -231,11 +239,12 @@ def run_render(
     workers: int = 1,
     force: bool = False,
     quiet: bool = False,
+    limit: int | None = None,
 ) -> RenderOutcome:
     from tqdm import tqdm
 
     out_dir = Path(out_dir or recipe.output.dir)
-    prepared = prepare(recipe)
+    prepared = prepare(recipe, limit)
     recipe, plan, renderer, mix, fp, jobs = (
         prepared.recipe,
         prepared.plan,
