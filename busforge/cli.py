@@ -19,6 +19,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("plan", "busforge.commands.plan:plan"),
     ("verify", "busforge.commands.verify:verify"),
     ("preview", "busforge.commands.preview:preview"),
+    ("import", "busforge.commands.import_:import_"),
 ]
 
 app = typer.Typer(
