@@ -19,6 +19,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("plan", "busforge.commands.plan:plan"),
     ("verify", "busforge.commands.verify:verify"),
     ("preview", "busforge.commands.preview:preview"),
+    ("train", "busforge.commands.train:app"),
     ("import", "busforge.commands.import_:import_"),
 ]
 

@@ -1,0 +1,1 @@
+"""Training the mask ControlNet and per-domain LoRA adapters (busforge train ...)."""

@@ -1,0 +1,202 @@
+"""`busforge train controlnet`: the mask-and-text ControlNet on real data (paper §2.1).
+
+Stable Diffusion 1.5 with a ControlNet (`ControlNetModel.from_unet`, or an existing one to continue
+from) that takes the lesion mask; the frozen text encoder embeds the clinical prompt. Trains the
+ControlNet (default) or ControlNet + UNet ("fully fine-tune"); with kl_alpha > 0 the VAE encoder
+too (see busforge.train.objective). Writes a diffusers ControlNet folder (safetensors) at OUT,
+the fine-tuned UNet at OUT/unet when it trained, and a model card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from busforge.recipe import DEFAULT_PROMPT
+
+
+@dataclass(frozen=True)
+class ControlNetRun:
+    dataset: Path
+    out: Path
+    base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    controlnet: str | None = None  # continue from this ControlNet instead of copying the UNet
+    train_unet: bool = False
+    kl_alpha: float = 0.001
+    resolution: int = 512
+    batch_size: int = 8
+    effective_batch: int = 64
+    epochs: float = 200
+    max_steps: int | None = None
+    learning_rate: float = 1e-4
+    warmup_steps: int = 500
+    seed: int = 0
+    mixed_precision: str = "auto"
+    gradient_checkpointing: bool = False
+    checkpoint_every: int = 500
+    checkpoints_kept: int = 3
+    resume: str | None = None
+    prompt_template: str = DEFAULT_PROMPT
+    validation_images: int = 4
+    validation_steps: int = 20
+    num_workers: int = 2
+    quiet: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def train_controlnet(run: ControlNetRun) -> Path:
+    """Train, export and document; returns the output folder."""
+    import torch
+    from diffusers import ControlNetModel
+
+    from busforge.train.card import write_card
+    from busforge.train.components import (
+        PromptEmbeddings,
+        dataset_identity,
+        load_base,
+        load_controlnet,
+        make_accelerator,
+        make_loader,
+        make_micro_step,
+        validation_renders,
+        weight_dtype,
+    )
+    from busforge.train.data import TrainingSet, read_examples
+    from busforge.train.loop import LoopSettings, TrainingLoop, accumulation_for, plan_steps, settings_dict
+    from busforge.train.objective import DiffusionLoss
+
+    check_run(run)
+    train = read_examples(run.dataset, "train", run.prompt_template)
+    validation = _validation_examples(run.dataset, run.prompt_template, train)
+    accelerator = make_accelerator(run.mixed_precision, run.seed)
+    accumulation = accumulation_for(run.effective_batch, run.batch_size, accelerator.num_processes)
+    steps = plan_steps(len(train), run.effective_batch, run.epochs, run.max_steps)
+
+    base = load_base(run.base)
+    if run.controlnet:
+        controlnet = load_controlnet(run.controlnet)
+    else:
+        controlnet = ControlNetModel.from_unet(base.unet)
+    frozen_dtype = weight_dtype(accelerator)
+    device = accelerator.device
+
+    base.text_encoder.requires_grad_(False)
+    base.unet.requires_grad_(run.train_unet)
+    base.vae.requires_grad_(False)
+    if run.kl_alpha > 0:
+        base.vae.encoder.requires_grad_(True)
+        base.vae.quant_conv.requires_grad_(True)
+    controlnet.requires_grad_(True)
+    if run.gradient_checkpointing:
+        controlnet.enable_gradient_checkpointing()
+        if run.train_unet:
+            base.unet.enable_gradient_checkpointing()
+    # Frozen parts run in the mixed-precision dtype; trained parts stay fp32 (autocast handles the mix).
+    base.unet.to(device, dtype=torch.float32 if run.train_unet else frozen_dtype)
+    base.vae.to(device, dtype=torch.float32 if run.kl_alpha > 0 else frozen_dtype)
+    controlnet.to(device)
+    embeddings = PromptEmbeddings(base.text_encoder, base.tokenizer, train.prompts, device, frozen_dtype)
+
+    model = DiffusionLoss(base.unet, controlnet, base.vae, base.noise_scheduler, run.kl_alpha)
+    dataset = TrainingSet(train, run.resolution, controlnet.config.conditioning_channels)
+    settings = LoopSettings(
+        out_dir=run.out,
+        max_steps=steps,
+        micro_batch=run.batch_size,
+        accumulation=accumulation,
+        learning_rate=run.learning_rate,
+        warmup_steps=run.warmup_steps,
+        seed=run.seed,
+        checkpoint_every=run.checkpoint_every,
+        checkpoints_kept=run.checkpoints_kept,
+        resume=run.resume,
+        num_workers=run.num_workers,
+        quiet=run.quiet,
+        run_identity={
+            "trainer": "controlnet",
+            "dataset": dataset_identity(run.dataset),
+            "base": run.base,
+            "controlnet": run.controlnet,
+            "train_unet": run.train_unet,
+            "kl_alpha": run.kl_alpha,
+            "resolution": run.resolution,
+            "effective_batch": run.effective_batch,
+            "batch_size": run.batch_size,
+            "seed": run.seed,
+            "prompt_template": run.prompt_template,
+        },
+    )
+    loop = TrainingLoop(
+        accelerator,
+        model,
+        settings,
+        make_micro_step(embeddings, base.vae, base.noise_scheduler, run.resolution, device),
+        make_loader(dataset, run.seed, run.batch_size, accumulation, accelerator, run.num_workers),
+    )
+    result = loop.run()
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        trained = accelerator.unwrap_model(loop.model)
+        trained.controlnet.save_pretrained(run.out, safe_serialization=True)
+        if run.train_unet:
+            trained.unet.save_pretrained(run.out / "unet", safe_serialization=True)
+        trained.eval()
+        with accelerator.autocast():
+            renders = validation_renders(
+                base,
+                trained.unet,
+                trained.controlnet,
+                validation,
+                run.resolution,
+                run.validation_images,
+                run.seed,
+                run.validation_steps,
+                device,
+            )
+        trains = "ControlNet + UNet" if run.train_unet else "ControlNet"
+        if run.kl_alpha > 0:
+            trains += " + VAE encoder"
+        write_card(
+            run.out,
+            title="busforge mask-and-text ControlNet",
+            kind="controlnet",
+            base=run.base,
+            dataset=run.dataset,
+            dataset_id=dataset_identity(run.dataset),
+            examples=train,
+            trains=trains,
+            settings={**settings_dict(settings), **_run_fields(run), "accumulation": accumulation},
+            result=result,
+            renders=renders,
+            usage=(f"renderer:\n  backend: diffusion\n  base: {run.base}\n  controlnet: {run.out}\n"),
+        )
+    accelerator.end_training()
+    return run.out
+
+
+def check_run(run: ControlNetRun) -> None:
+    from busforge.errors import BadInput
+
+    if run.kl_alpha < 0:
+        raise BadInput(f"--kl-alpha {run.kl_alpha}: must be >= 0 (0 freezes the VAE)")
+    if run.resolution % 8 or run.resolution < 64:
+        raise BadInput(f"--resolution {run.resolution}: must be a multiple of 8, at least 64")
+
+
+def _validation_examples(dataset: Path, template: str, train: Any) -> Any:
+    """The validation split's examples; the train split's when there is no validation split."""
+    from busforge.errors import BadInput
+    from busforge.train.data import read_examples
+
+    try:
+        return read_examples(dataset, "validation", template)
+    except BadInput:
+        return train
+
+
+def _run_fields(run: Any) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run).items() if k != "extra"}
