@@ -80,6 +80,7 @@ def test_domain_option_and_strict(tmp_path):
         import_real("folder", src, tmp_path / "out", strict=True, workers=1)
     for name in ("e", "f", "h"):
         (src / "images" / f"{name}.png").unlink()
+    (src / "masks" / "h.png").unlink()
     (src / "images" / "notes.txt").unlink()
     write_csv(
         src / "labels.csv",
