@@ -19,6 +19,8 @@ COMMANDS: list[tuple[str, str]] = [
     ("plan", "busforge.commands.plan:plan"),
     ("verify", "busforge.commands.verify:verify"),
     ("preview", "busforge.commands.preview:preview"),
+    ("evaluate", "busforge.commands.evaluate:evaluate"),
+    ("push", "busforge.commands.push:push"),
     ("train", "busforge.commands.train:app"),
     ("import", "busforge.commands.import_:import_"),
 ]

@@ -1,0 +1,179 @@
+"""Evaluation outputs: `metrics.json` (DVC metrics) and a self-contained `report.html`."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from busforge.evaluate.preview import contact_sheet
+from busforge.evaluate.shape_fidelity import COMPARED, ShapeSamples
+
+METRICS = "metrics.json"
+REPORT = "report.html"
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe: NaN/inf become null (DVC and browsers reject bare NaN)."""
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_metrics(out_dir: Path, metrics: dict[str, Any]) -> Path:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / METRICS
+    path.write_text(json.dumps(_clean(metrics), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def _png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
+
+
+def _sheet(dataset: Path, split: str) -> str | None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "sheet.png"
+        try:
+            contact_sheet(dataset, path, per_stratum=4, split=split)
+        except ValueError:  # no rows in that split
+            return None
+        return _png_data_uri(path.read_bytes())
+
+
+def histograms(generated: ShapeSamples, reference: ShapeSamples, pathology: str) -> str:
+    """One PNG (as a data URI) with a histogram per mask statistic, generated over reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(COMPARED), figsize=(3 * len(COMPARED), 2.6))
+    for ax, (name, meaning) in zip(axes, COMPARED.items(), strict=True):
+        gen = generated.values[pathology][name] if generated.count(pathology) else []
+        ref = reference.values[pathology][name] if reference.count(pathology) else []
+        values = gen + ref
+        if values:
+            lo, hi = min(values), max(values)
+            bins = [lo + (hi - lo) * i / 20 for i in range(21)] if hi > lo else 10
+            if ref:
+                ax.hist(ref, bins=bins, density=True, alpha=0.5, label=f"reference ({len(ref)})")
+            if gen:
+                ax.hist(gen, bins=bins, density=True, alpha=0.5, label=f"generated ({len(gen)})")
+        ax.set_title(f"{name}\n{meaning}", fontsize=8)
+        ax.tick_params(labelsize=7)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(pathology, fontsize=10)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    return _png_data_uri(buffer.getvalue())
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if abs(value) < 1e-2 else f"{value:.{digits}f}"
+    return html.escape(str(value))
+
+
+def _table(header: list[str], rows: list[list[Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(c)}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def image_table(image: dict[str, dict[str, Any]]) -> str:
+    rows = []
+    for scope, m in image.items():
+        kid = f"{_fmt(m.get('kid_mean'))} ± {_fmt(m.get('kid_std'))}"
+        floor_kid = (
+            f"{_fmt(m.get('floor_kid_mean'))} ± {_fmt(m.get('floor_kid_std'))}"
+            if "floor_kid_mean" in m
+            else "–"
+        )
+        rows.append([
+            scope, m["n_generated"], m["n_reference"], m["fid"], m.get("matched_fid"), m.get("floor_fid"),
+            m.get("floor_n"), kid, floor_kid, m.get("floor_method"), m.get("fid_check_diff"),
+        ])  # fmt: skip
+    return _table(
+        ["scope", "N generated", "N reference", "FID", "FID at floor N", "real-vs-real FID (floor)", "floor N",
+         "KID", "real-vs-real KID", "floor from", "|FID - direct|"],
+        rows,
+    )  # fmt: skip
+
+
+def write_report(
+    out_dir: Path,
+    metrics: dict[str, Any],
+    details: dict[str, Any],
+    dataset: Path,
+    reference: Path,
+) -> Path:
+    """The self-contained HTML report: protocol, metrics, contact sheets, shape histograms, balance."""
+    protocol = "".join(
+        f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in metrics["protocol"].items()
+    )
+    shape_rows = [
+        [pathology, name, s["ks"], s["p_value"], s["n_generated"], s["n_reference"]]
+        for pathology, stats in metrics["shape"].items()
+        for name, s in stats.items()
+    ]
+    balance_rows = [
+        [key, v["planned"], v["realised"], v["realised"] - v["planned"]]
+        for key, v in metrics["balance"]["strata"].items()
+    ]
+    generated, ref_set = details["generated"], details["reference"]
+    hist = "".join(
+        f'<img alt="{html.escape(p)} mask statistics" src="{histograms(generated.shapes, ref_set.shapes, p)}">'
+        for p in sorted(set(generated.shapes.pathologies()) | set(ref_set.shapes.pathologies()))
+    )
+    sheets = []
+    for label, folder, splits in (
+        ("generated", dataset, details["generated_splits"]),
+        ("reference", reference, [metrics["protocol"]["reference_split"]]),
+    ):
+        for split in splits:
+            uri = _sheet(folder, split)
+            if uri:
+                sheets.append(
+                    f'<h3>{label}: {html.escape(str(folder))} ({split})</h3><img alt="{label}" src="{uri}">'
+                )
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>busforge evaluation: {html.escape(dataset.name)}</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}} table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} th{{background:#eee}} img{{max-width:100%}}
+.note{{color:#555;max-width:60em}}
+</style></head><body>
+<h1>Evaluation of {html.escape(str(dataset))}</h1>
+<p>Reference: {html.escape(str(reference))}, split <code>{html.escape(metrics["protocol"]["reference_split"])}</code>.
+Features computed: {details["features_computed"]}, read from the cache: {details["features_cached"]}.</p>
+<h2>Protocol</h2><ul>{protocol}</ul>
+<p class="note">FID is biased upward at small N and depends on the protocol (features, resolution, resize filter,
+N). Read each FID against the real-vs-real floor beside it: the FID that real images of the same dataset
+reach against the reference at the same N. "FID at floor N" is the generated set subsampled to that N.</p>
+<h2>Image metrics (FID / KID)</h2>{image_table(metrics["image"])}
+<h2>Shape fidelity (two-sample KS of mask statistics)</h2>
+{_table(["pathology", "statistic", "KS", "p-value", "N generated", "N reference"], shape_rows)}
+{hist}
+<h2>Attribute balance (planned vs realised generated rows)</h2>
+{_table(["pathology/size/echogenicity/boundary", "planned", "realised", "difference"], balance_rows)}
+<h2>Contact sheets</h2>{"".join(sheets)}
+</body></html>
+"""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / REPORT
+    path.write_text(page)
+    return path

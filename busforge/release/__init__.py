@@ -1,0 +1,1 @@
+"""Releasing datasets: versioned, immutable pushes to the Hugging Face Hub."""
