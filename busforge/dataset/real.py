@@ -1,12 +1,14 @@
 """Import a real dataset into busforge's Hugging Face format (source = real).
 
-Two passes over the cases, both through a process pool with a bounded number of tasks in flight,
-so memory stays flat in the number of images:
+Memory stays flat in the number of images:
 
-1. inspect: decode image + masks, hash the files, perceptual hash, attribute measures, lesion
-   statistics (small records only);
-2. after dedup groups, per-dataset thresholds and splits are known: decode again, encode PNGs and
-   stream rows into `data/{split}-*.parquet` with the lead's Staging/ShardFile.
+1. inspect, through a process pool with a bounded number of tasks in flight: decode image +
+   masks, hash the files, perceptual hash, attribute measures, lesion statistics, and encode the
+   grey image and binary mask as PNG; the PNGs are appended to a spool file beside the output,
+   only small records stay in memory;
+2. once duplicate groups, per-dataset thresholds and splits are known, rows are assembled from the
+   spool and streamed into `data/{split}-*.parquet` with the lead's Staging/ShardFile; the spool
+   is deleted.
 
 Row conventions for real data: `seed` = -1 (not generated), `renderer` = JSON of the import
 (`{"importer": kind, "busforge": version}`), `shape` = the ellipse fitted to the largest lesion
@@ -27,7 +29,7 @@ import sys
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +38,7 @@ import numpy as np
 from busforge import __version__
 from busforge.dataset.attributes import Measures, Thresholds, choose_thresholds, classify, measure
 from busforge.dataset.dedup import MAX_DISTANCE, duplicate_groups, phash
-from busforge.dataset.features import PATHOLOGY_NAMES, SHAPE_FIELDS, SOURCE_NAMES, dataset_features
+from busforge.dataset.features import PATHOLOGY_NAMES, SOURCE_NAMES, dataset_features
 from busforge.dataset.importers import get_importer
 from busforge.dataset.importers.base import Case, CaseError, Skip, load_case
 from busforge.dataset.splits import SPLIT_ORDER, SplitItem, make_splits
@@ -67,6 +69,7 @@ class Inspected:
     height: int
     resized_from: tuple[int, int] | None
     merged_masks: int
+    spool: tuple[int, int, int] = (0, 0, 0)  # offset, image PNG length, mask PNG length
 
 
 @dataclass
@@ -124,30 +127,37 @@ def _fmt(counts: dict[str, Any], spec: str = "") -> str:
     return ", ".join(f"{k} {format(v, spec)}" for k, v in counts.items())
 
 
-def fit_ellipse(mask: np.ndarray) -> dict[str, float | None] | None:
-    """Moment-fitted ellipse of the largest lesion component in the `shape` column's terms."""
+def fit_ellipse(lesion: np.ndarray) -> dict[str, float | None] | None:
+    """Moment-fitted ellipse of a lesion component (bool) in the `shape` column's terms."""
     from skimage.measure import regionprops
 
-    from busforge.shape_stats import largest_component
-
-    lesion = largest_component(mask)
     if not lesion.any():
         return None
-    props = regionprops(lesion.astype(np.uint8))[0]
+    rows, cols = np.flatnonzero(lesion.any(axis=1)), np.flatnonzero(lesion.any(axis=0))
+    crop = lesion[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    props = regionprops(crop.astype(np.uint8))[0]  # moments only: cheap
     # skimage's orientation is the major axis' angle from the row axis; ours is from the x axis,
     # counter-clockwise on screen (rows grow downwards), in (-90, 90].
     angle = (math.degrees(props.orientation) + 90.0) % 180.0
     angle = angle - 180.0 if angle > 90.0 else angle
     cy, cx = props.centroid
-    row = {
-        "a": props.axis_major_length / 2,
-        "b": props.axis_minor_length / 2,
-        "angle": angle,
-        "cx": cx,
-        "cy": cy,
+    return {
+        "a": float(props.axis_major_length / 2),
+        "b": float(props.axis_minor_length / 2),
+        "angle": float(angle),
+        "cx": float(cx + cols[0]),
+        "cy": float(cy + rows[0]),
         "sigma": None,
     }
-    return {k: (None if row[k] is None else float(row[k])) for k in SHAPE_FIELDS}
+
+
+def lesion_size(lesion: np.ndarray) -> float | None:
+    """Longest bounding-box side of the lesion / sqrt(H*W) (busforge.shape_stats' `size`)."""
+    if not lesion.any():
+        return None
+    rows, cols = np.flatnonzero(lesion.any(axis=1)), np.flatnonzero(lesion.any(axis=0))
+    longest = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+    return float(longest / np.sqrt(lesion.size))
 
 
 def file_digest(paths: Iterable[Path]) -> str:
@@ -157,35 +167,29 @@ def file_digest(paths: Iterable[Path]) -> str:
     return digest.hexdigest()
 
 
-def inspect_case(case: Case) -> Inspected | str:
-    """Pass 1 for one case; a string is the reason it must be skipped."""
-    from busforge.shape_stats import shape_stats
+def inspect_case(case: Case) -> tuple[Inspected, bytes, bytes] | str:
+    """Pass 1 for one case: its record and PNGs, or the reason it must be skipped."""
+    from busforge.executors.rows import encode_png
+    from busforge.shape_stats import largest_component
 
     try:
         loaded = load_case(case)
     except CaseError as err:
         return str(err)
-    stats = shape_stats(loaded.mask) if loaded.mask.any() else None
-    return Inspected(
+    lesion = largest_component(loaded.mask) if loaded.mask.any() else loaded.mask
+    info = Inspected(
         digest=file_digest((case.image, *case.masks)),
         phash=phash(loaded.image),
         measures=measure(loaded.image, loaded.mask),
         lesion_area=float(loaded.mask.mean()),
-        size=stats.size if stats else None,
-        shape=fit_ellipse(loaded.mask),
+        size=lesion_size(lesion),
+        shape=fit_ellipse(lesion),
         width=loaded.image.shape[1],
         height=loaded.image.shape[0],
         resized_from=loaded.resized_from,
         merged_masks=loaded.merged_masks,
     )
-
-
-def encode_case(case: Case) -> tuple[bytes, bytes]:
-    """Pass 2 for one case: grey image and binary mask as PNG bytes (deterministic)."""
-    from busforge.executors.rows import encode_png
-
-    loaded = load_case(case)
-    return encode_png(loaded.image), encode_png(loaded.mask.astype(np.uint8) * 255)
+    return info, encode_png(loaded.image), encode_png(loaded.mask.astype(np.uint8) * 255)
 
 
 def parallel_map(function: Callable, items: list, workers: int, in_flight: int = 0) -> Iterator:
@@ -264,9 +268,6 @@ def import_real(
     progress: bool = False,
 ) -> ImportReport:
     """Import `src` (layout of `kind`) into the dataset folder `out`; returns the import report."""
-    from busforge.executors.local import check_existing
-    from busforge.fingerprint import fingerprint
-
     importer = get_importer(kind)
     src, out = Path(src), Path(out)
     if not src.exists():
@@ -280,16 +281,41 @@ def import_real(
     skipped: list[Skip] = list(scan.skipped)
     _maybe_strict(strict, src, skipped)
 
-    # Pass 1: inspect every case.
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spool_path = out.parent / f".{out.name}.spool"
+    try:
+        with open(spool_path, "w+b") as spool:
+            cases, infos = _inspect(scan.cases, workers, spool, strict, src, skipped)
+            return _build(kind, src, out, domain, seed, sizes, force, progress, cases, infos, skipped, spool)
+    finally:
+        spool_path.unlink(missing_ok=True)
+
+
+def _inspect(todo: list[Case], workers: int, spool, strict: bool, src: Path, skipped: list[Skip]):
+    """Pass 1: records of the usable cases, their PNGs appended to the spool."""
     cases: list[Case] = []
     infos: list[Inspected] = []
-    for case, info in zip(scan.cases, parallel_map(inspect_case, scan.cases, workers), strict=True):
-        if isinstance(info, str):
-            skipped.append(Skip(case.original_file, info))
+    for case, result in zip(todo, parallel_map(inspect_case, todo, workers), strict=True):
+        if isinstance(result, str):
+            skipped.append(Skip(case.original_file, result))
             _maybe_strict(strict, src, skipped)
-        else:
-            cases.append(case)
-            infos.append(info)
+            continue
+        info, image_png, mask_png = result
+        offset = spool.tell()
+        spool.write(image_png)
+        spool.write(mask_png)
+        cases.append(case)
+        infos.append(replace(info, spool=(offset, len(image_png), len(mask_png))))
+    return cases, infos
+
+
+def _build(
+    kind, src, out, domain, seed, sizes, force, progress, cases, infos, skipped, spool
+) -> ImportReport:
+    """Duplicates, splits, thresholds and fingerprint from the records; then write the dataset."""
+    from busforge.executors.local import check_existing
+    from busforge.fingerprint import fingerprint
+
     if not cases:
         raise BadInput(
             f"{src}: no usable {kind} cases found ({len(skipped)} file(s) skipped); check the layout"
@@ -319,9 +345,7 @@ def import_real(
     if check_existing(out, fp, force):
         report.up_to_date = True
         return report
-    records = _write(
-        out, fp, force, cases, infos, assignment, thresholds, domain, identity, workers, progress
-    )
+    records = _write(out, fp, cases, infos, assignment, thresholds, domain, identity, spool, progress)
     _finalize(out, fp, force, records, report, settings, identity)
     return report
 
@@ -372,7 +396,7 @@ def _report(
     return report
 
 
-def _write(out, fp, force, cases, infos, assignment, thresholds, domain, identity, workers, progress):
+def _write(out, fp, cases, infos, assignment, thresholds, domain, identity, spool, progress):
     from tqdm import tqdm
 
     from busforge.dataset.writer import Staging
@@ -393,8 +417,10 @@ def _write(out, fp, force, cases, infos, assignment, thresholds, domain, identit
                 if record is None:
                     shard = staging.open_shard(split, index, total, schema, ROWS_PER_ROW_GROUP)
                     try:
-                        pngs = parallel_map(encode_case, [cases[k] for k in chunk], workers)
-                        for k, encoded in zip(chunk, pngs, strict=True):
+                        for k in chunk:
+                            offset, image_len, mask_len = infos[k].spool
+                            spool.seek(offset)
+                            encoded = (spool.read(image_len), spool.read(mask_len))
                             shard.add(
                                 [make_real_row(cases[k], infos[k], encoded, thresholds, domain, renderer)]
                             )
