@@ -127,6 +127,13 @@ class RealConfig(StrictModel):
     dataset: str
     ratio: str = "1:1"
 
+    @field_validator("ratio", mode="before")
+    @classmethod
+    def _quoted(cls, v: Any) -> Any:
+        if isinstance(v, int):
+            raise ValueError('write the ratio quoted, like "1:2" (unquoted YAML reads 1:2 as the number 62)')
+        return v
+
     @field_validator("ratio")
     @classmethod
     def _ratio(cls, v: str) -> str:
@@ -276,6 +283,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     if not key or any(not p for p in key.split(".")):
         raise BadInput(f"--set {text!r}: empty key; expected KEY.PATH=VALUE")
+    if re.fullmatch(r"\s*\d+(\.\d+)?\s*:\s*\d+(\.\d+)?\s*", raw):
+        return key.split("."), raw.strip()  # a ratio; YAML 1.1 would read 1:2 as the base-60 number 62
     return key.split("."), yaml.safe_load(raw) if raw.strip() else ""
 
 

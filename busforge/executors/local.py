@@ -204,7 +204,6 @@ class Prepared:
     mix: Any  # busforge.dataset.mix.RealMix | None
     fingerprint: str
     jobs: list[ShardJob]
-    real_identity: dict[str, Any]
 
 
 def prepare(recipe: Recipe, limit: int | None = None) -> Prepared:
@@ -213,7 +212,10 @@ def prepare(recipe: Recipe, limit: int | None = None) -> Prepared:
     if recipe.real is not None:
         from busforge.dataset.mix import resolve_real
 
-        mix = resolve_real(recipe)
+        try:
+            mix = resolve_real(recipe)
+        except BadInput as err:  # name the recipe that points at the real data
+            raise BadInput(f"{recipe.source}: {err}") from None
     recipe, pathology_weights = apply_real_mix(recipe, mix)
     plan = make_plan(recipe, pathology_weights)
     if limit is not None and limit < len(plan.specs):
@@ -224,12 +226,12 @@ def prepare(recipe: Recipe, limit: int | None = None) -> Prepared:
     renderer = make_renderer(
         recipe.renderer.backend, recipe.renderer.options, recipe.image_size, recipe.source
     )
-    real_identity = {"real": {"fingerprint": mix.fingerprint, "ratio": recipe.real.ratio}} if mix else {}
+    real_identity = {"real": {"fingerprint": mix.fingerprint, "ratio": mix.ratio}} if mix else {}
     fp = fingerprint(
         recipe.content(), renderer.identity(), shape_prior=plan.prior_identity, **real_identity, **limited
     )
-    jobs = shard_jobs(plan, recipe.output.rows_per_shard, mix.split_rows if mix else {})
-    return Prepared(recipe, plan, renderer, mix, fp, jobs, real_identity)
+    jobs = shard_jobs(plan, recipe.output.rows_per_shard, real_rows_in_output(mix))
+    return Prepared(recipe, plan, renderer, mix, fp, jobs)
 
 
 def run_render(
@@ -243,6 +245,8 @@ def run_render(
 ) -> RenderOutcome:
     from tqdm import tqdm
 
+    from busforge.dataset.mix import manifest_entry
+
     out_dir = Path(out_dir or recipe.output.dir)
     prepared = prepare(recipe, limit)
     recipe, plan, renderer, mix, fp, jobs = (
@@ -253,7 +257,6 @@ def run_render(
         prepared.fingerprint,
         prepared.jobs,
     )
-    real_identity = prepared.real_identity
     n_rows = sum(job.rows for job in jobs)
     if check_existing(out_dir, fp, force):
         return RenderOutcome(out_dir, fp, n_rows, 0, 0, up_to_date=True)
@@ -301,7 +304,7 @@ def run_render(
         counts=plan.counts(),
         strata=[{**s.__dict__, "size_range": list(s.size_range)} for s in plan.strata],
         shards=sorted(records, key=lambda r: (r.split, r.index)),
-        extra={"shape_prior": plan.prior_identity, **real_identity},
+        extra={"shape_prior": plan.prior_identity, **({"real": manifest_entry(mix)} if mix else {})},
     )
     content = recipe.content()
     staging.finalize(
@@ -315,6 +318,15 @@ def run_render(
     return RenderOutcome(out_dir, fp, n_rows, len(todo), len(jobs) - len(todo))
 
 
+def real_rows_in_output(mix) -> dict[str, int]:
+    """Real rows per output split: the real train rows (none for "0:1") and all of the others."""
+    if mix is None:
+        return {}
+    from busforge.dataset.mix import real_train_rows
+
+    return {**mix.split_rows, "train": real_train_rows(mix)}
+
+
 def apply_real_mix(recipe: Recipe, mix) -> tuple[Recipe, dict[str, float] | None]:
     """With real data: the synthetic count follows the ratio, the domain defaults to the real
     data's, and `pathology: match_real` takes the real train split's mix."""
@@ -322,7 +334,7 @@ def apply_real_mix(recipe: Recipe, mix) -> tuple[Recipe, dict[str, float] | None
         return recipe, None
     from busforge.dataset.mix import pathology_weights, synthetic_count
 
-    update: dict[str, Any] = {"count": synthetic_count(mix, recipe.count)}
+    update: dict[str, Any] = {"count": synthetic_count(mix)}
     if "domain" not in recipe.model_fields_set:
         update["domain"] = mix.domain
     resolved = recipe.model_copy(update=update)
