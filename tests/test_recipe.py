@@ -77,6 +77,8 @@ def test_defaults_resolve(tmp_path):
         ),
         ({"count": 3}, "name: required key is missing"),
         ({**BASE, "size_bins": "prior"}, "size_bins: prior needs a calibrated shape_prior"),
+        ({**BASE, "real": {"dataset": "d", "ratio": 62}}, 'real.ratio: write the ratio quoted, like "1:2"'),
+        ({**BASE, "real": {"dataset": "d", "ratio": "1/2"}}, "real.ratio: ratio '1/2' is not 'REAL:SYNTHETIC'"),
         (
             {**BASE, "attributes": {"benign": {"echogenicity": {"hypo": 1}}}},
             "attributes.benign.echogenicity: unknown",
@@ -107,6 +109,7 @@ def test_set_overrides_any_field(tmp_path):
     assert recipe.count == 7
     assert recipe.output.rows_per_shard == 3
     assert recipe.pathology == {"benign": 1, "malignant": 0}
+    assert load_recipe(path, ["real.dataset=d", "real.ratio=1:2"]).real.ratio == "1:2"
     with pytest.raises(BadInput, match="expected KEY.PATH=VALUE"):
         load_recipe(path, ["count"])
     with pytest.raises(BadInput, match="count: "):
