@@ -22,6 +22,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("evaluate", "busforge.commands.evaluate:evaluate"),
     ("push", "busforge.commands.push:push"),
     ("train", "busforge.commands.train:app"),
+    ("models", "busforge.commands.models:app"),
     ("import", "busforge.commands.import_:import_"),
 ]
 

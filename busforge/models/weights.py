@@ -1,0 +1,158 @@
+"""Where model weights come from, and their identity for the dataset fingerprint.
+
+A model reference is a local folder or a Hugging Face Hub id (optionally `id@revision`). Local
+folders are identified by the sha256 of their weight and config files (cached by path, size and
+mtime, so multi-GB checkpoints are hashed once); Hub models by id + the commit they resolve to.
+With `HF_HUB_OFFLINE=1` (or no network), a Hub model that is not in the local cache is a `BadInput`
+raised before any rendering starts, naming the model and how to get it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from busforge.dataset.hashing import sha256_file
+from busforge.errors import BadInput
+
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Files that decide what a model computes; READMEs, images and optimizer states do not.
+IDENTITY_SUFFIXES = (".safetensors", ".json", ".txt")
+HASH_CACHE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A resolved model: `from_pretrained(pretrained, revision=revision)` loads it; `identity` goes
+    into the fingerprint."""
+
+    key: str  # recipe key path, e.g. "renderer.base"
+    ref: str  # as written in the recipe
+    pretrained: str  # local folder, or Hub id
+    revision: str | None  # the Hub commit, pinned so that what was identified is what loads
+    identity: dict[str, Any]
+
+
+def _cache_file() -> Path:
+    root = os.environ.get("BUSFORGE_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "busforge"
+    )
+    return Path(root) / "weight-hashes.json"
+
+
+def _load_cache() -> dict[str, Any]:
+    try:
+        data = json.loads(_cache_file().read_text())
+    except (OSError, ValueError):
+        return {}
+    return data.get("files", {}) if data.get("version") == HASH_CACHE_VERSION else {}
+
+
+def _save_cache(files: dict[str, Any]) -> None:
+    path = _cache_file()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"version": HASH_CACHE_VERSION, "files": files}, sort_keys=True))
+        os.replace(tmp, path)
+    except OSError:
+        pass  # a read-only cache only costs re-hashing next time
+
+
+def file_sha256(path: Path, cache: dict[str, Any]) -> str:
+    """sha256 of a file, reusing the cached digest while its size and mtime are unchanged."""
+    stat = path.stat()
+    key = str(path.resolve())
+    entry = cache.get(key)
+    if entry and entry["size"] == stat.st_size and entry["mtime_ns"] == stat.st_mtime_ns:
+        return entry["sha256"]
+    digest = sha256_file(path)
+    cache[key] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": digest}
+    return digest
+
+
+def folder_sha256(folder: Path) -> str:
+    """One digest over the relative paths and sha256 of the folder's weight and config files.
+
+    Where the folder lives does not enter it: the same weights copied elsewhere keep their identity.
+    """
+    cache = _load_cache()
+    before = dict(cache)
+    files = sorted(
+        p
+        for p in folder.rglob("*")
+        if p.is_file() and p.suffix in IDENTITY_SUFFIXES and ".cache" not in p.parts
+    )
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(f"{path.relative_to(folder).as_posix()}\0{file_sha256(path, cache)}\n".encode())
+    if cache != before:
+        _save_cache(cache)
+    return digest.hexdigest()
+
+
+def split_revision(ref: str) -> tuple[str, str | None]:
+    """`owner/name@rev` -> ("owner/name", "rev"); no `@` -> (ref, None)."""
+    if "@" in ref and not Path(ref).exists():
+        repo, _, revision = ref.rpartition("@")
+        return repo, revision or None
+    return ref, None
+
+
+def hub_offline() -> bool:
+    from huggingface_hub import constants
+
+    return bool(constants.HF_HUB_OFFLINE)
+
+
+def resolve_model(ref: str, key: str, need: str) -> ModelSource:
+    """Find a model given as a local folder or a Hub id; fail early and clearly if it is not there.
+
+    Args:
+        ref: the recipe's value (a folder, `owner/name` or `owner/name@revision`).
+        key: its recipe key path for error messages, e.g. "renderer.controlnet".
+        need: a file that must exist in the folder (e.g. "model_index.json"), to catch wrong folders.
+    """
+    local = Path(ref).expanduser()
+    if local.exists() or not HUB_ID.match(split_revision(ref)[0]):
+        if not local.is_dir():
+            raise BadInput(
+                f"recipe: {key}: {ref!r} is neither a local folder nor a Hub id (owner/name); give the folder "
+                "of a diffusers model or a Hub id like stable-diffusion-v1-5/stable-diffusion-v1-5"
+            )
+        if not (local / need).is_file():
+            raise BadInput(f"recipe: {key}: {local} has no {need}; give a folder in the diffusers layout")
+        return ModelSource(key, ref, str(local.resolve()), None, {"sha256": folder_sha256(local)})
+    return _resolve_hub(ref, key, need)
+
+
+def _resolve_hub(ref: str, key: str, need: str) -> ModelSource:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    repo_id, revision = split_revision(ref)
+    get = f"`huggingface-cli download {repo_id}" + (f" --revision {revision}`" if revision else "`")
+    try:
+        folder = Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
+    except LocalEntryNotFoundError:
+        if hub_offline():
+            raise BadInput(
+                f"recipe: {key}: model {ref!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; "
+                f"run {get} where there is network, or set {key} to a local folder"
+            ) from None
+        try:
+            folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=["*.json", "*.txt"]))
+        except Exception as err:  # network down, private repo, typo: all mean "cannot get it"
+            raise BadInput(
+                f"recipe: {key}: cannot get model {ref!r} from the Hub ({type(err).__name__}); "
+                f"run {get}, or set {key} to a local folder"
+            ) from None
+    if not (folder / need).is_file():
+        raise BadInput(f"recipe: {key}: Hub model {repo_id!r} has no {need}; is it a diffusers model?")
+    # Snapshot folders are named by the commit they hold: the exact revision for reproduction.
+    return ModelSource(key, ref, repo_id, folder.name, {"hub_id": repo_id, "revision": folder.name})

@@ -1,0 +1,339 @@
+"""Diffusion renderer: Stable Diffusion 1.5 + mask ControlNet + per-domain LoRA (the paper's model).
+
+The lesion mask is the ControlNet's conditioning image, the plan's prompt is the text, and the
+sample's domain picks its LoRA adapter. Choices that keep datasets reproducible and fast:
+
+- Per-sample determinism: every sample gets its own CPU `torch.Generator` seeded with its plan
+  seed, passed to the pipeline as a list, so its initial noise does not depend on its batch, on the
+  batch size or on the device (CPU generators give the same noise everywhere). Batched matmuls may
+  still differ in the last float bits: images of one sample rendered in batches of 1 and of 4 agree
+  to within 2 grey levels on the CPU (tests/test_diffusion.py pins this tolerance).
+- LoRA: adapters are loaded lazily, per domain, when a batch of that domain first arrives. While a
+  run has seen only one domain its adapter is fused into the weights (no LoRA cost per step); when
+  a second domain arrives (or `expect_domains` announced several), adapters are unfused and
+  switched with `set_adapters` for the rest of the run. Fused and unfused outputs agree to float
+  noise (tested).
+- Loading: safetensors only, no safety checker (medical images are not what it was built for; the
+  card says so), no remote code. A model that is neither a local folder nor in the Hugging Face
+  cache under `HF_HUB_OFFLINE=1` is a `BadInput` from `identity()`, before rendering starts.
+- Faults: CUDA out-of-memory halves the sub-batch and retries it; finished sub-batches are kept and
+  the smaller size is remembered for the rest of the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from busforge.errors import BadInput
+from busforge.models.weights import ModelSource, resolve_model
+from busforge.renderers.diffusion_options import CPU_BATCH_SIZE, SCHEDULERS, DiffusionOptions, parse_options
+
+if TYPE_CHECKING:
+    from busforge.plan import SampleSpec
+    from busforge.renderers.base import RenderItem
+
+log = logging.getLogger(__name__)
+
+LORA_FILE = "pytorch_lora_weights.safetensors"
+# ITU-R BT.601 luma, as PIL's convert("L"): the decoded RGB image -> the grey B-mode image.
+LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
+DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+# `batch_size: auto` on a GPU: an estimate of the memory one image needs at 512x512 in 16-bit with
+# CFG (two UNet + ControlNet rows, SDPA attention), the weights' share, and a cap beyond which
+# throughput no longer grows. OOM halving catches an estimate that is too optimistic.
+IMAGE_BYTES_512_HALF = 1.0 * 2**30
+WEIGHT_BYTES_HALF = 3.0 * 2**30
+MAX_AUTO_BATCH = 16
+
+
+class DiffusionRenderer:
+    """`renderer: {backend: diffusion, controlnet: ..., lora: {domain: folder}, ...}` (see the options)."""
+
+    name = "diffusion"
+    in_process = True  # one model on one accelerator: never fork a pool
+
+    def __init__(self, options: dict[str, Any], image_size: int) -> None:
+        self.options: DiffusionOptions = parse_options(options)
+        self.image_size = image_size
+        self.device = _resolve_device(self.options.device)
+        self.dtype_name = _resolve_dtype(self.options.dtype, self.device)
+        self.compile = self.options.compile is True or (
+            self.options.compile == "auto" and self.device.startswith("cuda")
+        )
+        self.batch_size = self._resolve_batch_size()
+        self._sources: dict[str, ModelSource] | None = None
+        self._identity: dict[str, Any] | None = None
+        self.pipe: Any = None
+        self._active: str | None = None  # domain whose adapter (or none) is in effect
+        self._active_set = False
+        self._fused: str | None = None  # domain whose adapter is fused into the weights
+        self._loaded: set[str] = set()  # adapters loaded into the pipeline
+        self._expect_many = False
+        self._uncompiled: dict[str, Any] = {}
+        self._chunk = self.batch_size  # largest sub-batch that fits (halved on OOM)
+
+    # ------------------------------------------------------------------ identity
+
+    def sources(self) -> dict[str, ModelSource]:
+        """Resolve every model once: local folders are hashed, Hub ids pinned to a cached commit.
+
+        Raises `BadInput` for a missing folder or an uncached Hub model when offline.
+        """
+        if self._sources is None:
+            found = {
+                "base": resolve_model(self.options.base, "renderer.base", "model_index.json"),
+                "controlnet": resolve_model(self.options.controlnet, "renderer.controlnet", "config.json"),
+            }
+            for domain, ref in self.options.lora.items():
+                if ref is not None:
+                    found[f"lora/{domain}"] = resolve_model(ref, f"renderer.lora.{domain}", LORA_FILE)
+            self._sources = found
+        return self._sources
+
+    def _lora_identity(self, domain: str) -> dict[str, Any] | None:
+        source = self.sources().get(f"lora/{domain}")
+        return None if source is None else source.identity
+
+    def identity(self) -> dict[str, Any]:
+        """Everything besides the plan that decides the pixels: goes into the dataset fingerprint."""
+        if self._identity is None:
+            sources = self.sources()
+            opts = self.options
+            self._identity = {
+                "backend": self.name,
+                "base": sources["base"].identity,
+                "controlnet": sources["controlnet"].identity,
+                "lora": {domain: self._lora_identity(domain) for domain in sorted(opts.lora)},
+                "scheduler": opts.scheduler,
+                "steps": opts.steps,
+                "guidance_scale": opts.guidance_scale,
+                "controlnet_scale": opts.controlnet_scale,
+                "negative_prompt": opts.negative_prompt,
+                "dtype": self.dtype_name,
+                # CPU and GPU kernels differ in the last bits; their datasets are not byte-identical.
+                "device_type": self.device.split(":")[0],
+            }
+        return self._identity
+
+    def provenance(self, spec: SampleSpec) -> dict[str, Any]:
+        """A row's `renderer` column: the identity with only the LoRA of that sample's domain."""
+        identity = dict(self.identity())
+        identity["lora"] = {"domain": spec.domain, "adapter": self._lora_identity(spec.domain)}
+        return identity
+
+    def expect_domains(self, domains: set[str] | list[str]) -> None:
+        """Optional hint from the executor: with several domains in a run, never fuse an adapter, so
+        that every sample is rendered the same way whatever the order of batches."""
+        self._expect_many = len(set(domains)) > 1
+
+    # ------------------------------------------------------------------ loading
+
+    def load(self) -> None:
+        """Load the pipeline once: safetensors only, no safety checker, no remote code."""
+        import diffusers
+        import torch
+        from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+
+        sources = self.sources()
+        dtype = getattr(torch, DTYPES[self.dtype_name])
+        base, control = sources["base"], sources["controlnet"]
+        controlnet = ControlNetModel.from_pretrained(
+            control.pretrained, revision=control.revision, torch_dtype=dtype, use_safetensors=True
+        )
+        pipe = StableDiffusionControlNetPipeline.from_pretrained(
+            base.pretrained,
+            revision=base.revision,
+            controlnet=controlnet,
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+            torch_dtype=dtype,
+            use_safetensors=True,
+        )
+        scheduler_class = getattr(diffusers, SCHEDULERS[self.options.scheduler])
+        pipe.scheduler = scheduler_class.from_config(pipe.scheduler.config)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.to(self.device)
+        if self.device.startswith("cuda"):
+            # NHWC convolutions are the fast layout for tensor cores; SDPA is diffusers' default.
+            for module in (pipe.unet, pipe.controlnet, pipe.vae):
+                module.to(memory_format=torch.channels_last)
+        self.pipe = pipe
+
+    def _activate(self, domain: str) -> None:
+        """Make `domain`'s adapter (or the bare base model, if mapped to null) the one in effect."""
+        if self._active_set and domain == self._active:
+            return
+        if domain not in self.options.lora:
+            mapped = ", ".join(sorted(self.options.lora)) or "none"
+            raise BadInput(
+                f"recipe: renderer.lora.{domain}: no LoRA adapter for domain {domain!r} (mapped: {mapped}); "
+                f"map it to a folder holding {LORA_FILE}, or to null to render it with the base model only"
+            )
+        source = self.sources().get(f"lora/{domain}")
+        pipe = self.pipe
+        first = not self._active_set
+        if first and not self._expect_many:
+            if source is not None:
+                self._load_adapter(domain, source)
+                pipe.fuse_lora(adapter_names=[domain])
+                self._fused = domain
+            self._maybe_compile()
+        else:
+            # From now on adapters are switched, not fused, so the run renders every domain alike.
+            self._drop_compile()
+            if self._fused is not None:
+                pipe.unfuse_lora()
+                self._fused = None
+            if source is None:
+                if self._loaded:
+                    pipe.disable_lora()
+            else:
+                self._load_adapter(domain, source)
+                pipe.enable_lora()
+                pipe.set_adapters([domain])
+        self._active, self._active_set = domain, True
+
+    def _load_adapter(self, domain: str, source: ModelSource) -> None:
+        if domain not in self._loaded:
+            self.pipe.load_lora_weights(
+                source.pretrained, weight_name=LORA_FILE, adapter_name=domain, revision=source.revision
+            )
+            self._loaded.add(domain)
+
+    def _maybe_compile(self) -> None:
+        if not self.compile:
+            return
+        import torch
+
+        for name in ("unet", "controlnet"):
+            module = getattr(self.pipe, name)
+            self._uncompiled[name] = module
+            setattr(self.pipe, name, torch.compile(module, mode="max-autotune-no-cudagraphs"))
+        self._uncompiled["vae.decoder"] = self.pipe.vae.decoder
+        self.pipe.vae.decoder = torch.compile(self.pipe.vae.decoder, mode="max-autotune-no-cudagraphs")
+
+    def _drop_compile(self) -> None:
+        """Back to the eager modules before LoRA layers change (compiled graphs would be stale)."""
+        for name, module in self._uncompiled.items():
+            if name == "vae.decoder":
+                self.pipe.vae.decoder = module
+            else:
+                setattr(self.pipe, name, module)
+        self._uncompiled = {}
+
+    # ------------------------------------------------------------------ rendering
+
+    def render(self, items: list[RenderItem]) -> list[np.ndarray]:
+        """One grey uint8 image per item, in order; items are grouped by domain (one adapter each)."""
+        if self.pipe is None:
+            self.load()
+        images: list[np.ndarray | None] = [None] * len(items)
+        by_domain: dict[str, list[int]] = {}
+        for position, item in enumerate(items):
+            by_domain.setdefault(item.spec.domain, []).append(position)
+        for domain, positions in by_domain.items():
+            self._activate(domain)
+            for position, image in zip(
+                positions, self._render_group([items[p] for p in positions]), strict=True
+            ):
+                images[position] = image
+        return images  # type: ignore[return-value]
+
+    def _render_group(self, items: list[RenderItem]) -> list[np.ndarray]:
+        """Render in sub-batches of at most `self._chunk`; on CUDA OOM halve it and retry."""
+        import torch
+
+        out: list[np.ndarray] = []
+        start = 0
+        while start < len(items):
+            part = items[start : start + self._chunk]
+            try:
+                out.extend(self._denoise(part))
+            except torch.cuda.OutOfMemoryError:
+                if len(part) == 1:
+                    raise
+                self._chunk = max(1, len(part) // 2)
+                log.warning("CUDA out of memory at batch %d; retrying with %d", len(part), self._chunk)
+                torch.cuda.empty_cache()
+                continue
+            start += len(part)
+        return out
+
+    def _denoise(self, items: list[RenderItem]) -> list[np.ndarray]:
+        import torch
+        from PIL import Image
+
+        size = self.image_size
+        conditioning = [Image.fromarray(_mask_rgb(item.mask, size)) for item in items]
+        # CPU generators: the same noise on every device, one stream per sample.
+        generators = [torch.Generator("cpu").manual_seed(item.spec.seed) for item in items]
+        negative = self.options.negative_prompt
+        result = self.pipe(
+            prompt=[item.prompt for item in items],
+            image=conditioning,
+            height=size,
+            width=size,
+            num_inference_steps=self.options.steps,
+            guidance_scale=self.options.guidance_scale,
+            controlnet_conditioning_scale=self.options.controlnet_scale,
+            negative_prompt=[negative] * len(items) if negative else None,
+            generator=generators,
+            output_type="np",
+        )
+        rgb = np.asarray(result.images, dtype=np.float32)  # (n, H, W, 3) in [0, 1]
+        grey = np.clip(rgb @ LUMA, 0.0, 1.0)
+        return [np.round(g * 255).astype(np.uint8) for g in grey]
+
+    # ------------------------------------------------------------------ batch size
+
+    def _resolve_batch_size(self) -> int:
+        if self.options.batch_size != "auto":
+            return int(self.options.batch_size)
+        if not self.device.startswith("cuda"):
+            return CPU_BATCH_SIZE
+        import torch
+
+        free, _ = torch.cuda.mem_get_info(torch.device(self.device))
+        per_image = IMAGE_BYTES_512_HALF * (self.image_size / 512) ** 2
+        per_image *= (2 if self.options.guidance_scale > 1 else 1) / 2  # the estimate assumes CFG
+        per_image *= 2 if self.dtype_name == "fp32" else 1
+        weights = WEIGHT_BYTES_HALF * (2 if self.dtype_name == "fp32" else 1)
+        fits = int((0.9 * free - weights) // per_image)
+        return max(1, min(MAX_AUTO_BATCH, fits))
+
+
+def _mask_rgb(mask: np.ndarray, size: int) -> np.ndarray:
+    """The lesion mask as a 3-channel 0/255 conditioning image at the render size (nearest)."""
+    from PIL import Image
+
+    grey = (np.asarray(mask) > 0).astype(np.uint8) * 255
+    if grey.shape != (size, size):
+        grey = np.asarray(Image.fromarray(grey).resize((size, size), Image.Resampling.NEAREST))
+    return np.repeat(grey[:, :, None], 3, axis=2)
+
+
+def _resolve_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def _resolve_dtype(dtype: str, device: str) -> str:
+    if dtype != "auto":
+        if dtype != "fp32" and device == "cpu":
+            raise BadInput(
+                f"recipe: renderer.dtype: {dtype} on the CPU is slow and poorly supported; use fp32 or auto"
+            )
+        return dtype
+    return "fp16" if device.startswith(("cuda", "mps")) else "fp32"

@@ -1,0 +1,371 @@
+"""The diffusion renderer on the tiny random-weight model: CPU, offline, seconds.
+
+Float tolerance: a sample's image is rendered from its own seeded generator, so batch size,
+batch position and fused/unfused LoRA change only float rounding; after 8-bit quantisation the
+images agree to within GREY_TOLERANCE grey levels (measured: at most 1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from busforge.errors import BadInput
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "recipes" / "tiny_diffusion.yaml"
+GREY_TOLERANCE = 2
+E2E_COUNT = 12  # 6 shards of 2 rows: room to kill a render between two shards
+CLI = [sys.executable, "-c", "from busforge.cli import main; main()"]
+# The known token ids of OpenAI CLIP's BPE (SD 1.5's tokenizer) for "a photo of a cat".
+CLIP_IDS_A_PHOTO_OF_A_CAT = [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """One intra-op thread: on a small shared machine, spinning OpenMP threads slow torch 10x+."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    from busforge.models.tiny import write_tiny_model
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    write_tiny_model(out, ["busi", "udiat"])
+    return out
+
+
+def model_overrides(tiny: Path) -> list[str]:
+    return [
+        f"renderer.base={tiny / 'base'}",
+        f"renderer.controlnet={tiny / 'controlnet'}",
+        f"renderer.lora.busi={tiny / 'lora' / 'busi'}",
+        f"renderer.lora.udiat={tiny / 'lora' / 'udiat'}",
+    ]
+
+
+def tiny_recipe(tiny: Path, *extra: str):
+    from busforge.recipe import load_recipe
+
+    return load_recipe(RECIPE, [*model_overrides(tiny), *extra])
+
+
+def make_items(recipe, count: int | None = None):
+    from busforge.executors.rows import make_masks
+    from busforge.plan import make_plan
+    from busforge.renderers.base import RenderItem
+
+    specs = make_plan(recipe).specs[:count]
+    masks = make_masks(specs, recipe.image_size)
+    return [RenderItem(spec=s, mask=m, prompt=s.prompt) for s, (m, _) in zip(specs, masks, strict=True)]
+
+
+def renderer(recipe, **options):
+    from busforge.renderers.diffusion import DiffusionRenderer
+
+    return DiffusionRenderer({**recipe.renderer.options, **options}, recipe.image_size)
+
+
+def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> int:
+    return max(int(np.abs(x.astype(int) - y.astype(int)).max()) for x, y in zip(a, b, strict=True))
+
+
+@pytest.fixture(scope="module")
+def busi_items(tiny):
+    return make_items(tiny_recipe(tiny), 4)
+
+
+@pytest.fixture(scope="module")
+def busi_images(tiny, busi_items):
+    """The first 4 busi samples rendered at batch 4, fused adapter (the default path)."""
+    r = renderer(tiny_recipe(tiny), batch_size=4)
+    return r.render(busi_items)
+
+
+# ---------------------------------------------------------------- the tiny model itself
+
+
+def test_tiny_model_has_real_clip_tokenizer_and_is_a_function_of_its_seed(tiny, tmp_path):
+    from transformers import CLIPTokenizer
+
+    from busforge.models.tiny import write_tiny_model
+    from busforge.models.weights import folder_sha256
+
+    tokenizer = CLIPTokenizer.from_pretrained(tiny / "base" / "tokenizer")
+    assert tokenizer("a photo of a cat").input_ids == CLIP_IDS_A_PHOTO_OF_A_CAT
+    assert len(tokenizer) == 49408
+
+    again = tmp_path / "again"
+    write_tiny_model(again, ["busi"])
+    assert folder_sha256(again / "base") == folder_sha256(tiny / "base")
+    assert folder_sha256(again / "lora" / "busi") == folder_sha256(tiny / "lora" / "busi")
+    assert folder_sha256(tiny / "lora" / "busi") != folder_sha256(tiny / "lora" / "udiat")
+
+
+# ---------------------------------------------------------------- options and identity
+
+
+def test_unknown_or_bad_options_are_one_line_errors(tiny):
+    recipe = tiny_recipe(tiny)
+    with pytest.raises(
+        BadInput, match=r"^recipe: renderer\.sampler: unknown option .*allowed: base, controlnet"
+    ):
+        renderer(recipe, sampler="unipc")
+    with pytest.raises(BadInput, match=r"renderer\.steps: got 0"):
+        renderer(recipe, steps=0)
+    with pytest.raises(BadInput, match=r"renderer\.batch_size: got 'big'; use a whole number"):
+        renderer(recipe, batch_size="big")
+    with pytest.raises(BadInput, match=r"renderer\.controlnet: required"):
+        from busforge.renderers.diffusion import DiffusionRenderer
+
+        DiffusionRenderer({"base": str(tiny / "base")}, 64)
+    with pytest.raises(BadInput, match=r"renderer\.lora\.busi: .*no pytorch_lora_weights\.safetensors"):
+        renderer(recipe, lora={"busi": str(tiny / "base")}).identity()
+
+
+def test_identity_names_weights_and_settings_and_provenance_names_one_adapter(tiny):
+    from busforge.models.weights import folder_sha256
+
+    recipe = tiny_recipe(tiny)
+    r = renderer(recipe)
+    identity = r.identity()
+    assert identity["base"] == {"sha256": folder_sha256(tiny / "base")}
+    assert identity["controlnet"] == {"sha256": folder_sha256(tiny / "controlnet")}
+    assert identity["lora"]["udiat"] == {"sha256": folder_sha256(tiny / "lora" / "udiat")}
+    assert (identity["scheduler"], identity["steps"], identity["dtype"]) == ("unipc", 4, "fp32")
+    assert identity["guidance_scale"] == 7.5 and identity["controlnet_scale"] == 1.0
+    assert renderer(recipe, steps=5).identity() != identity
+    assert renderer(recipe, scheduler="ddim").identity() != identity
+
+    spec = make_items(tiny_recipe(tiny, "domain=udiat"), 1)[0].spec
+    row = r.provenance(spec)
+    assert row["lora"] == {"domain": "udiat", "adapter": identity["lora"]["udiat"]}
+    assert row["base"] == identity["base"]
+
+
+def test_hub_model_in_cache_is_pinned_to_its_commit(tmp_path, monkeypatch):
+    """A Hub id resolves offline through the local cache, and its identity is id + commit."""
+    from huggingface_hub import constants
+
+    from busforge.models.weights import resolve_model
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--someone--tiny-sd"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "snapshots" / commit).mkdir(parents=True)
+    (repo / "snapshots" / commit / "model_index.json").write_text("{}")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+
+    source = resolve_model("someone/tiny-sd", "renderer.base", "model_index.json")
+    assert source.identity == {"hub_id": "someone/tiny-sd", "revision": commit}
+    assert (source.pretrained, source.revision) == ("someone/tiny-sd", commit)
+    with pytest.raises(BadInput, match=r"huggingface-cli download someone/other"):
+        resolve_model("someone/other", "renderer.base", "model_index.json")
+
+
+def test_missing_model_offline_fails_before_rendering_with_exit_2(tiny, tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "OMP_NUM_THREADS": "1"}
+    overrides = [a for o in model_overrides(tiny) for a in ("--set", o)]
+    result = subprocess.run(
+        [
+            *CLI,
+            "render",
+            str(RECIPE),
+            *overrides,
+            "--set",
+            "renderer.base=nobody/no-such-model",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(error_lines) == 1 and "Traceback" not in result.stderr
+    assert (
+        "renderer.base" in error_lines[0]
+        and "huggingface-cli download nobody/no-such-model" in error_lines[0]
+    )
+    assert not out.exists() and not (tmp_path / ".out.staging").exists()
+
+
+# ---------------------------------------------------------------- determinism and adapters
+
+
+def test_images_do_not_depend_on_batch_size_or_position(tiny, busi_items, busi_images):
+    one_by_one = renderer(tiny_recipe(tiny), batch_size=1).render(busi_items)
+    assert max_diff(one_by_one, busi_images) <= GREY_TOLERANCE
+
+    # The same sample twice in one batch gets the same image; different seeds, different images.
+    first = busi_items[0]
+    twin = replace(first)
+    other_seed = replace(first, spec=replace(first.spec, seed=first.spec.seed + 1))
+    images = renderer(tiny_recipe(tiny), batch_size=4).render([first, other_seed, twin])
+    assert max_diff([images[0]], [images[2]]) <= GREY_TOLERANCE
+    assert np.abs(images[0].astype(int) - images[1].astype(int)).mean() > 5
+    assert all(img.shape == (64, 64) and img.dtype == np.uint8 for img in images)
+
+
+def test_adapters_change_the_output_and_fused_equals_unfused(tiny, busi_items, busi_images):
+    recipe = tiny_recipe(tiny)
+    fused = renderer(recipe)
+    fused.render(busi_items[:1])
+    assert fused._fused == "busi"
+
+    unfused = renderer(recipe, batch_size=4)
+    unfused.expect_domains({"busi", "udiat"})
+    unfused_busi = unfused.render(busi_items)
+    assert unfused._fused is None
+    assert max_diff(unfused_busi, busi_images) <= GREY_TOLERANCE
+
+    udiat_items = [replace(i, spec=replace(i.spec, domain="udiat")) for i in busi_items]
+    udiat = unfused.render(udiat_items)
+    base_only = renderer(recipe, lora={"busi": None}).render(busi_items)
+    for a, b in ((udiat, busi_images), (base_only, busi_images), (base_only, udiat)):
+        assert np.mean([np.abs(x.astype(int) - y.astype(int)).mean() for x, y in zip(a, b, strict=True)]) > 5
+
+    # A batch mixing domains is split by domain, and each image is the one its domain gives alone.
+    mixed = [busi_items[0], udiat_items[1], busi_items[2], udiat_items[3]]
+    images = unfused.render(mixed)
+    assert max_diff(images, [busi_images[0], udiat[1], busi_images[2], udiat[3]]) <= GREY_TOLERANCE
+
+
+def test_domain_without_adapter_is_an_error_unless_mapped_to_null(tiny, busi_items):
+    recipe = tiny_recipe(tiny)
+    r = renderer(recipe, lora={"udiat": str(tiny / "lora" / "udiat")})
+    with pytest.raises(BadInput, match=r"renderer\.lora\.busi: no LoRA adapter for domain 'busi'.*null"):
+        r.render(busi_items[:1])
+
+
+def test_out_of_memory_halves_the_batch_and_keeps_finished_samples(tiny, busi_items, busi_images):
+    import torch
+
+    r = renderer(tiny_recipe(tiny), batch_size=4)
+    r.load()
+    real_pipe = r.pipe
+    calls: list[int] = []
+
+    class SmallGpu:
+        """Runs out of memory above 2 images per call, like a card that is too small."""
+
+        def __getattr__(self, name):
+            return getattr(real_pipe, name)
+
+        def __call__(self, **kwargs):
+            calls.append(len(kwargs["prompt"]))
+            if len(kwargs["prompt"]) > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return real_pipe(**kwargs)
+
+    r.pipe = SmallGpu()
+    images = r.render(busi_items)
+    assert calls == [4, 2, 2]
+    assert max_diff(images, busi_images) <= GREY_TOLERANCE
+    r.render(busi_items)  # the smaller size is remembered: no second failure
+    assert calls == [4, 2, 2, 2, 2]
+
+
+# ---------------------------------------------------------------- end to end through the executor
+
+
+@pytest.fixture(scope="module")
+def rendered(tiny, tmp_path_factory):
+    """The shipped recipe rendered for both domains (two runs, as its header says)."""
+    from busforge.executors.local import run_render
+
+    root = tmp_path_factory.mktemp("render")
+    out = {}
+    for domain in ("busi", "udiat"):
+        recipe = tiny_recipe(tiny, f"domain={domain}", f"count={E2E_COUNT}", "output.rows_per_shard=2")
+        outcome = run_render(recipe, out_dir=root / domain, quiet=True)
+        out[domain] = (recipe, outcome)
+    return out
+
+
+def test_end_to_end_two_domains_load_dataset(rendered):
+    import datasets
+    from PIL import Image
+
+    from busforge.dataset.features import dataset_features
+    from busforge.dataset.manifest import read_manifest
+    from busforge.plan import make_plan
+    from busforge.shapes import draw_mask
+
+    images = {}
+    for domain, (recipe, outcome) in rendered.items():
+        ds = datasets.load_dataset(str(outcome.out_dir), split="train")
+        assert ds.features == dataset_features()
+        specs = make_plan(recipe).specs
+        assert ds["prompt"] == [s.prompt for s in specs]
+        assert ds["sample_id"] == [s.sample_id for s in specs] and ds["seed"] == [s.seed for s in specs]
+        assert set(ds["domain"]) == {domain}
+        for row, spec in zip(ds, specs, strict=True):
+            expected_mask, _ = draw_mask(spec.shape, recipe.image_size, spec.seed, spec.size_range)
+            assert np.array_equal(np.asarray(row["mask"]) > 0, expected_mask)
+        manifest = read_manifest(outcome.out_dir)
+        assert set(manifest["renderer"]["lora"]) == {"busi", "udiat"}
+        for cell in ds["renderer"]:
+            provenance = json.loads(cell)
+            assert provenance["lora"] == {"domain": domain, "adapter": manifest["renderer"]["lora"][domain]}
+            assert provenance["base"] == manifest["renderer"]["base"]
+        images[domain] = [
+            np.asarray(img.convert("L") if isinstance(img, Image.Image) else img) for img in ds["image"]
+        ]
+        assert all(img.std() > 1 for img in images[domain])
+    # Same plan (seeds, masks, prompts), different adapter: different images.
+    diffs = [
+        np.abs(a.astype(int) - b.astype(int)).mean()
+        for a, b in zip(images["busi"], images["udiat"], strict=True)
+    ]
+    assert min(diffs) > 2
+    assert rendered["busi"][1].fingerprint != rendered["udiat"][1].fingerprint
+
+
+def test_resume_after_sigkill_gives_identical_shards(tiny, rendered, tmp_path):
+    from busforge.dataset.manifest import read_manifest
+    from busforge.executors.local import run_render
+
+    out = tmp_path / "killed"
+    marker = tmp_path / ".killed.staging" / ".busforge" / "shards" / "train-00000.json"
+    overrides = ["domain=busi", f"count={E2E_COUNT}", "output.rows_per_shard=2", *model_overrides(tiny)]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    command = [*CLI, "render", str(RECIPE), "--out", str(out), "--quiet"]
+    command += [a for o in overrides for a in ("--set", o)]
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert marker.exists() and not out.exists(), "the render was not killed mid-way"
+
+    recipe = tiny_recipe(tiny, *overrides[:3])
+    outcome = run_render(recipe, out_dir=out, quiet=True)
+    assert outcome.reused_shards >= 1
+    reference = read_manifest(rendered["busi"][1].out_dir)
+    resumed = read_manifest(out)
+    assert resumed["fingerprint"] == reference["fingerprint"]
+    assert [s["sha256"] for s in resumed["splits"]["train"]["shards"]] == [
+        s["sha256"] for s in reference["splits"]["train"]["shards"]
+    ]
