@@ -74,7 +74,7 @@ def _finish(run_training, run) -> None:
     from busforge.train.loop import TrainingDiverged
 
     try:
-        out = run_training(run)
+        out = run_training(run).out
     except TrainingDiverged as err:
         typer.echo(f"error: training diverged: {err}", err=True)
         raise typer.Exit(1) from None

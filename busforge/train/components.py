@@ -83,6 +83,14 @@ def make_accelerator(mixed_precision: str, seed: int) -> Any:
     return Accelerator(mixed_precision=mixed_precision)
 
 
+def place(module: Any, device: Any, dtype: Any) -> None:
+    """Move to the device; cast only when the dtype changes (diffusers warns about every cast)."""
+    if module.dtype != dtype:
+        module.to(device, dtype=dtype)
+    else:
+        module.to(device)
+
+
 def weight_dtype(accelerator: Any) -> Any:
     import torch
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from busforge.recipe import DEFAULT_PROMPT
+from busforge.train.loop import TrainOutcome
 
 
 @dataclass(frozen=True)
@@ -45,10 +46,9 @@ class ControlNetRun:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def train_controlnet(run: ControlNetRun) -> Path:
+def train_controlnet(run: ControlNetRun) -> TrainOutcome:
     """Train, export and document; returns the output folder."""
     import torch
-    from diffusers import ControlNetModel
 
     from busforge.train.card import write_card
     from busforge.train.components import (
@@ -59,6 +59,7 @@ def train_controlnet(run: ControlNetRun) -> Path:
         make_accelerator,
         make_loader,
         make_micro_step,
+        place,
         validation_renders,
         weight_dtype,
     )
@@ -77,7 +78,7 @@ def train_controlnet(run: ControlNetRun) -> Path:
     if run.controlnet:
         controlnet = load_controlnet(run.controlnet)
     else:
-        controlnet = ControlNetModel.from_unet(base.unet)
+        controlnet = controlnet_from_unet(base.unet, base.vae)
     frozen_dtype = weight_dtype(accelerator)
     device = accelerator.device
 
@@ -93,9 +94,9 @@ def train_controlnet(run: ControlNetRun) -> Path:
         if run.train_unet:
             base.unet.enable_gradient_checkpointing()
     # Frozen parts run in the mixed-precision dtype; trained parts stay fp32 (autocast handles the mix).
-    base.unet.to(device, dtype=torch.float32 if run.train_unet else frozen_dtype)
-    base.vae.to(device, dtype=torch.float32 if run.kl_alpha > 0 else frozen_dtype)
-    controlnet.to(device)
+    place(base.unet, device, torch.float32 if run.train_unet else frozen_dtype)
+    place(base.vae, device, torch.float32 if run.kl_alpha > 0 else frozen_dtype)
+    place(controlnet, device, torch.float32)
     embeddings = PromptEmbeddings(base.text_encoder, base.tokenizer, train.prompts, device, frozen_dtype)
 
     model = DiffusionLoss(base.unet, controlnet, base.vae, base.noise_scheduler, run.kl_alpha)
@@ -173,7 +174,19 @@ def train_controlnet(run: ControlNetRun) -> Path:
             usage=(f"renderer:\n  backend: diffusion\n  base: {run.base}\n  controlnet: {run.out}\n"),
         )
     accelerator.end_training()
-    return run.out
+    return TrainOutcome(run.out, accelerator.unwrap_model(loop.model), result)
+
+
+def controlnet_from_unet(unet: Any, vae: Any) -> Any:
+    """A ControlNet copying the UNet's encoder, its mask embedding matched to the VAE's downsampling.
+
+    One stride-2 stage per VAE level (3 for SD 1.5, which gives diffusers' default (16, 32, 96, 256)).
+    """
+    from diffusers import ControlNetModel
+
+    stages = len(vae.config.block_out_channels) - 1
+    channels = (16, 32, 96, 256, 256, 256)[: stages + 1]
+    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
 
 
 def check_run(run: ControlNetRun) -> None:
@@ -181,8 +194,14 @@ def check_run(run: ControlNetRun) -> None:
 
     if run.kl_alpha < 0:
         raise BadInput(f"--kl-alpha {run.kl_alpha}: must be >= 0 (0 freezes the VAE)")
-    if run.resolution % 8 or run.resolution < 64:
-        raise BadInput(f"--resolution {run.resolution}: must be a multiple of 8, at least 64")
+    check_resolution(run.resolution)
+
+
+def check_resolution(resolution: int) -> None:
+    from busforge.errors import BadInput
+
+    if resolution % 8 or resolution < 8:
+        raise BadInput(f"--resolution {resolution}: must be a positive multiple of 8 (the VAE's downsampling)")
 
 
 def _validation_examples(dataset: Path, template: str, train: Any) -> Any:

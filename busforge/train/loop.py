@@ -98,6 +98,13 @@ class LoopResult:
     seconds: float
 
 
+@dataclass
+class TrainOutcome:
+    out: Path
+    model: Any  # the trained DiffusionLoss module (unwrapped), for callers that keep going
+    result: LoopResult
+
+
 class TrainingLoop:
     """Runs optimizer steps of `model` (a DiffusionLoss) on batches from `loader_for(start, end)`."""
 

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from busforge.recipe import DEFAULT_PROMPT
+from busforge.train.loop import TrainOutcome
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 
@@ -53,7 +54,7 @@ def check_rank(rank: int) -> None:
         raise BadInput(f"--rank {rank}: a LoRA rank must be a positive integer (the paper uses 2, 4 or 8)")
 
 
-def train_lora(run: LoraRun) -> Path:
+def train_lora(run: LoraRun) -> TrainOutcome:
     """Train the domain's adapter, save it in diffusers format with a model card; returns OUT."""
     import torch
     from diffusers import StableDiffusionPipeline
@@ -61,6 +62,7 @@ def train_lora(run: LoraRun) -> Path:
     from peft.utils import get_peft_model_state_dict
 
     from busforge.train.arch import lora_config
+    from busforge.train.controlnet import check_resolution
     from busforge.train.card import write_card
     from busforge.train.components import (
         PromptEmbeddings,
@@ -70,6 +72,7 @@ def train_lora(run: LoraRun) -> Path:
         make_accelerator,
         make_loader,
         make_micro_step,
+        place,
         validation_renders,
         weight_dtype,
     )
@@ -78,6 +81,7 @@ def train_lora(run: LoraRun) -> Path:
     from busforge.train.objective import DiffusionLoss
 
     check_rank(run.rank)
+    check_resolution(run.resolution)
     train = read_examples(run.dataset, "train", run.prompt_template, domain=run.domain)
     validation = _validation_examples(run.dataset, run.prompt_template, run.domain, train)
     accelerator = make_accelerator(run.mixed_precision, run.seed)
@@ -89,9 +93,8 @@ def train_lora(run: LoraRun) -> Path:
     device, frozen_dtype = accelerator.device, weight_dtype(accelerator)
     for module in (base.unet, base.vae, base.text_encoder, controlnet):
         module.requires_grad_(False)
-    base.unet.to(device, dtype=frozen_dtype)
-    base.vae.to(device, dtype=frozen_dtype)
-    controlnet.to(device, dtype=frozen_dtype)
+    for module in (base.unet, base.vae, controlnet):
+        place(module, device, frozen_dtype)
     base.unet.add_adapter(lora_config(run.rank))
     for param in base.unet.parameters():
         if param.requires_grad:  # only the adapter; train it in fp32 under autocast
@@ -175,7 +178,7 @@ def train_lora(run: LoraRun) -> Path:
             ),
         )
     accelerator.end_training()
-    return run.out
+    return TrainOutcome(run.out, accelerator.unwrap_model(loop.model), result)
 
 
 def lora_targets() -> tuple[str, ...]:

@@ -1,0 +1,228 @@
+"""The trainers on the tiny model (CPU, offline): loss, resume, NaN stop, LoRA isolation, renderer use."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_train_fixtures import fixture_dataset, write_tiny
+
+from busforge.recipe import DEFAULT_PROMPT
+from busforge.train.controlnet import ControlNetRun, controlnet_from_unet, train_controlnet
+from busforge.train.loop import TrainingDiverged
+from busforge.train.lora import LORA_FILE, LoraRun, train_lora
+from busforge.train.objective import DiffusionLoss
+
+SIZE = 32  # the tiny VAE halves: 16x16 latents keep a step at ~0.1 s on one core
+SMALL = {
+    "resolution": SIZE,
+    "batch_size": 2,
+    "effective_batch": 4,
+    "warmup_steps": 1,
+    "learning_rate": 1e-3,
+    "num_workers": 0,
+    "validation_images": 0,
+    "validation_steps": 2,
+    "quiet": True,
+}
+
+
+@pytest.fixture(scope="module")
+def real_like_dataset(tmp_path_factory) -> Path:
+    return fixture_dataset(tmp_path_factory.mktemp("real") / "ds")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return write_tiny(tmp_path_factory.mktemp("tiny") / "model")
+
+
+def controlnet_run(dataset: Path, model: Path, out: Path, **kw) -> ControlNetRun:
+    return ControlNetRun(dataset=dataset, out=out, base=str(model / "base"), **{**SMALL, **kw})
+
+
+def lora_run(dataset: Path, model: Path, out: Path, **kw) -> LoraRun:
+    return LoraRun(
+        dataset=dataset,
+        out=out,
+        domain="busi",
+        controlnet=str(model / "controlnet"),
+        base=str(model / "base"),
+        rank=2,
+        **{**SMALL, **kw},
+    )
+
+
+def tensors(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def fixed_batch(dataset: Path):
+    from busforge.train.data import TrainingSet, collate, read_examples
+
+    examples = read_examples(dataset, "train", DEFAULT_PROMPT)
+    return collate([TrainingSet(examples, SIZE)[i] for i in range(4)])
+
+
+@pytest.mark.parametrize("what", ["controlnet", "lora"])
+def test_loss_is_finite_and_decreases_on_a_fixed_batch(what, real_like_dataset, tiny_model):
+    from diffusers import ControlNetModel
+
+    from busforge.train.arch import lora_config
+    from busforge.train.components import PromptEmbeddings, load_base
+    from busforge.train.objective import draw_inputs
+
+    base = load_base(str(tiny_model / "base"))
+    for module in (base.unet, base.vae, base.text_encoder):
+        module.requires_grad_(False)
+    if what == "controlnet":
+        controlnet = controlnet_from_unet(base.unet, base.vae)
+        kl_alpha = 0.001
+        base.vae.encoder.requires_grad_(True)
+    else:
+        controlnet = ControlNetModel.from_pretrained(tiny_model / "controlnet").requires_grad_(False)
+        base.unet.add_adapter(lora_config(4))
+        kl_alpha = 0.0
+    model = DiffusionLoss(base.unet, controlnet, base.vae, base.noise_scheduler, kl_alpha)
+    batch = fixed_batch(real_like_dataset)
+    embeddings = PromptEmbeddings(base.text_encoder, base.tokenizer, batch["prompts"], "cpu", torch.float32)
+    drawn = draw_inputs(base.vae, base.noise_scheduler, 4, SIZE, torch.Generator().manual_seed(0), "cpu")
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=2e-3)
+    losses = []
+    for _ in range(8):
+        loss, _, _ = model(
+            batch["pixel_values"], batch["conditioning"], embeddings(batch["prompts"]), **drawn
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss.detach()))
+    assert all(np.isfinite(losses))
+    assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
+    assert losses[-1] < 0.97 * losses[0], losses
+
+
+def test_controlnet_resume_gives_the_same_weights(real_like_dataset, tiny_model, tmp_path):
+    whole = tmp_path / "whole"
+    outcome = train_controlnet(
+        controlnet_run(
+            real_like_dataset,
+            tiny_model,
+            whole,
+            max_steps=4,
+            checkpoint_every=2,
+            checkpoints_kept=1,
+            validation_images=2,
+        )
+    )
+    assert [p.name for p in (whole / "checkpoints").iterdir()] == ["checkpoint-4"]  # bounded count
+    assert len(outcome.result.history) == 4 and all(np.isfinite(h["loss"]) for h in outcome.result.history)
+    card = (whole / "README.md").read_text()
+    assert "ControlNet + VAE encoder" in card and "![validation renders](validation.png)" in card
+    assert (whole / "loss.png").is_file() and (whole / "validation.png").is_file()
+
+    split = tmp_path / "split"
+    train_controlnet(controlnet_run(real_like_dataset, tiny_model, split, max_steps=2, checkpoint_every=2))
+    resumed = train_controlnet(
+        controlnet_run(real_like_dataset, tiny_model, split, max_steps=4, checkpoint_every=2, resume="latest")
+    )
+    assert resumed.result.resumed_from == 2
+    a = tensors(whole / "diffusion_pytorch_model.safetensors")
+    b = tensors(split / "diffusion_pytorch_model.safetensors")
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # and the run really trained: the zero-initialised output convolutions moved
+    assert any(k.startswith("controlnet_down_blocks") and a[k].abs().sum() > 0 for k in a)
+    histories = [json.loads((d / "training.json").read_text())["history"] for d in (whole, split)]
+    assert histories[0] == histories[1]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    real_like_dataset, tiny_model, tmp_path, monkeypatch
+):
+    forward = DiffusionLoss.forward
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        loss, mse, kl = forward(self, *args, **kwargs)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] == 6 else loss), mse, kl  # step 3, 2nd micro-batch
+
+    monkeypatch.setattr(DiffusionLoss, "forward", poisoned)
+    out = tmp_path / "nan"
+    with pytest.raises(TrainingDiverged, match=r"at step 3.*checkpoint-2"):
+        train_controlnet(controlnet_run(real_like_dataset, tiny_model, out, max_steps=5, checkpoint_every=2))
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["checkpoint-2"]
+    assert not (out / "config.json").exists()  # no model exported from a diverged run
+    weights = tensors(out / "checkpoints" / "checkpoint-2" / "model.safetensors")
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_lora_trains_only_the_adapter_and_loads_in_the_renderer(real_like_dataset, tiny_model, tmp_path):
+    from diffusers import ControlNetModel, UNet2DConditionModel
+
+    out = tmp_path / "lora"
+    outcome = train_lora(lora_run(real_like_dataset, tiny_model, out, max_steps=3, checkpoint_every=3))
+    trained = outcome.model
+    base_unet = UNet2DConditionModel.from_pretrained(tiny_model / "base", subfolder="unet").state_dict()
+    for name, value in trained.unet.state_dict().items():
+        if "lora_" in name:
+            continue
+        key = name.replace(".base_layer", "")
+        assert torch.equal(value, base_unet[key]), name
+    base_cn = ControlNetModel.from_pretrained(tiny_model / "controlnet").state_dict()
+    assert all(torch.equal(v, base_cn[k]) for k, v in trained.controlnet.state_dict().items())
+    lora_b = [v for k, v in trained.unet.state_dict().items() if "lora_B" in k]
+    assert lora_b and any(v.abs().sum() > 0 for v in lora_b)  # B starts at zero; training moved it
+
+    saved = tensors(out / LORA_FILE)
+    assert saved and all(k.startswith("unet.") for k in saved)
+    ckpt = tensors(out / "checkpoints" / "checkpoint-3" / "model.safetensors")
+    assert ckpt and all("lora_" in k for k in ckpt)  # checkpoints hold the adapter only
+    adapter = sum(p.numel() for n, p in trained.unet.named_parameters() if "lora_" in n)
+    assert sum(v.numel() for v in saved.values()) == adapter
+
+    renders = (
+        render_with(tiny_model, {"lora": {"busi": str(out)}}),
+        render_with(tiny_model, {"lora": {"busi": None}}),
+    )
+    assert renders[0][0].shape == (SIZE * 2, SIZE * 2)
+    assert not np.array_equal(renders[0][0], renders[1][0])
+
+
+def test_trained_controlnet_steers_the_renderer(real_like_dataset, tiny_model, tmp_path):
+    out = tmp_path / "cn"
+    train_controlnet(controlnet_run(real_like_dataset, tiny_model, out, max_steps=2, checkpoint_every=2))
+    steered = render_with(tiny_model, {"controlnet": str(out), "controlnet_scale": 1.0})
+    unsteered = render_with(tiny_model, {"controlnet": str(out), "controlnet_scale": 0.0})
+    assert not np.array_equal(steered[0], unsteered[0])
+
+
+def render_with(model: Path, options: dict) -> list[np.ndarray]:
+    """Two samples of one domain through the diffusion renderer, on CPU."""
+    pytest.importorskip("busforge.renderers.diffusion")
+    from busforge.executors.rows import make_masks
+    from busforge.plan import make_plan
+    from busforge.recipe import recipe_from_dict
+    from busforge.renderers.base import RenderItem, make_renderer
+
+    size = SIZE * 2
+    recipe = recipe_from_dict({"name": "t", "count": 2, "image_size": size, "domain": "busi"})
+    specs = make_plan(recipe).specs
+    masks = make_masks(specs, size)
+    defaults = {
+        "base": str(model / "base"),
+        "controlnet": str(model / "controlnet"),
+        "steps": 2,
+        "device": "cpu",
+        "compile": False,
+    }
+    renderer = make_renderer("diffusion", {**defaults, **options}, size)
+    renderer.load()
+    return renderer.render(
+        [RenderItem(spec=s, mask=m, prompt=s.prompt) for s, (m, _) in zip(specs, masks, strict=True)]
+    )
