@@ -96,3 +96,15 @@ def test_missing_folders_are_one_line_errors(tmp_path):
         import_real("folder", tmp_path, tmp_path / "out")
     with pytest.raises(BadInput, match="unknown kind 'nope'"):
         import_real("nope", tmp_path, tmp_path / "out")
+
+
+def test_import_is_deterministic_and_independent_of_workers(tmp_path):
+    import json
+
+    make_src(tmp_path / "src")
+    one = import_real("folder", tmp_path / "src", tmp_path / "a" / "site", workers=1)
+    two = import_real("folder", tmp_path / "src", tmp_path / "b" / "site", workers=2)
+    assert one.fingerprint == two.fingerprint
+    shards = [json.loads((tmp_path / d / "site" / "busforge.json").read_text())["splits"] for d in ("a", "b")]
+    assert shards[0] == shards[1]  # same files, same sha256
+    assert not list(tmp_path.glob("*/.site.*"))  # no spool or staging left behind

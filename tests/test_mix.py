@@ -112,3 +112,20 @@ def test_missing_or_synthetic_dataset_names_the_import_command(tmp_path, real_da
     mix = resolve_real(recipe(real_dataset[0], "1:1"))
     with pytest.raises(BadInput, match="match_real"):
         pathology_weights(replace(mix, train_pathology={"benign": 0, "malignant": 0, "normal": 4}))
+
+
+@pytest.mark.parametrize(
+    ("name", "dataset", "ratio"),
+    [
+        ("busi_1to1", "data/real/busi", "1:1"),
+        ("udiat_1to2", "data/real/udiat", "1:2"),
+        ("ratio_sweep", "data/real/busi", "1:1"),
+    ],
+)
+def test_shipped_recipes(repo, name, dataset, ratio):
+    from busforge.recipe import load_recipe
+
+    loaded = load_recipe(repo / "recipes" / f"{name}.yaml")
+    assert (loaded.real.dataset, loaded.real.ratio, loaded.pathology) == (dataset, ratio, "match_real")
+    for sweep in ("1:2", "1:4", "1:8", "0:1"):
+        assert load_recipe(repo / "recipes" / "ratio_sweep.yaml", [f"real.ratio={sweep}"]).real.ratio == sweep
