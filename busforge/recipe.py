@@ -36,6 +36,38 @@ SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
 Weight = Annotated[float, Field(ge=0)]
 
 
+class RecipeLoader(yaml.SafeLoader):
+    """YAML with 1.2 numbers: `1:2` stays a string (YAML 1.1 reads it as the base-60 number 62),
+    which matters for ratios written back unquoted by `dvc exp run --set-param`."""
+
+
+RecipeLoader.yaml_implicit_resolvers = {
+    first: [
+        (tag, regexp)
+        for tag, regexp in resolvers
+        if tag not in ("tag:yaml.org,2002:int", "tag:yaml.org,2002:float")
+    ]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:int",
+    re.compile(r"^(?:[-+]?0b[0-1_]+|[-+]?0o[0-7_]+|[-+]?(?:0|[1-9][0-9_]*)|[-+]?0x[0-9a-fA-F_]+)$"),
+    list("-+0123456789"),
+)
+RecipeLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(
+        r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+"
+        r"|\.[0-9_]+(?:[eE][-+]?[0-9]+)?|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"
+    ),
+    list("-+0123456789."),
+)
+
+
+def load_yaml(text: str):
+    return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 class StrictModel(BaseModel):
     """Unknown keys are errors, values are not coerced across types, and models are frozen."""
 
@@ -283,9 +315,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     if not key or any(not p for p in key.split(".")):
         raise BadInput(f"--set {text!r}: empty key; expected KEY.PATH=VALUE")
-    if re.fullmatch(r"\s*\d+(\.\d+)?\s*:\s*\d+(\.\d+)?\s*", raw):
-        return key.split("."), raw.strip()  # a ratio; YAML 1.1 would read 1:2 as the base-60 number 62
-    return key.split("."), yaml.safe_load(raw) if raw.strip() else ""
+    return key.split("."), load_yaml(raw) if raw.strip() else ""
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -320,7 +350,7 @@ def read_recipe_data(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BadInput(f"{path}: no such recipe file; give the path of a YAML recipe like recipes/demo.yaml")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = load_yaml(path.read_text())
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

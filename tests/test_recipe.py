@@ -131,3 +131,11 @@ def test_shipped_recipes_validate(repo):
     for path in sorted((repo / "recipes").glob("*.yaml")):
         load_recipe(path)
     load_recipe(repo / "params.yaml")
+
+
+def test_yaml_reads_ratios_as_strings_like_yaml_1_2(tmp_path):
+    """dvc writes `ratio: 1:4` back unquoted; YAML 1.1 would read it as the base-60 number 64."""
+    path = tmp_path / "r.yaml"
+    path.write_text("name: t\ncount: 3\nseed: 12\nreal: {dataset: d, ratio: 1:4}\nimage_size: 256\n")
+    recipe = load_recipe(path)
+    assert (recipe.real.ratio, recipe.seed, recipe.image_size) == ("1:4", 12, 256)
