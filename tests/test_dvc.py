@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-FILES = ["dvc.yaml", "params.yaml", "recipes/demo.yaml", ".dvc/config", ".dvcignore"]
+FILES = ["dvc.yaml", "params.yaml", ".dvc/config", ".dvcignore"]
 
 
 def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
@@ -24,6 +24,7 @@ def test_dvc_repro_renders_and_reports_counts(repo, tmp_path):
     if shutil.which("dvc", path=str(Path(sys.executable).parent)) is None:
         pytest.skip("dvc is not installed beside this Python")
     project = tmp_path / "project"
+    shutil.copytree(repo / "recipes", project / "recipes")
     for name in FILES:
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(repo / name, project / name)
@@ -52,5 +53,67 @@ def test_dvc_repro_renders_and_reports_counts(repo, tmp_path):
 
     again = run(["dvc", "repro"], project, env)
     assert "didn't change" in again.stdout or "up to date" in again.stdout.lower()
-    shown = run(["dvc", "metrics", "show", "--json"], project, env)
-    assert '"train": 12' in shown.stdout.replace(" ", "").replace('"train":12', '"train": 12')
+    shown = json.loads(run(["dvc", "metrics", "show", "--json"], project, env).stdout)
+    assert shown[""]["data"]["metrics/render.json"]["data"]["rows"] == {"train": 12}
+
+    # An experiment changes a recipe key through DVC's own parameter mechanism.
+    run(
+        ["dvc", "exp", "run", "--set-param", "count=5", "--set-param", "+pathology.malignant=0"], project, env
+    )
+    metrics = json.loads((project / "metrics/render.json").read_text())
+    assert metrics["rows"] == {"train": 5}
+    assert metrics["synthetic"]["pathology"] == {"benign": 5}
+
+
+def test_dvc_ratio_sweep_through_params(repo, tmp_path):
+    """The Table 3 sweep: `dvc exp run` switches params.yaml to the BUSI 1:1 recipe and sets the ratio."""
+    from real_fixtures import make_folder_dataset
+
+    from busforge.dataset.real import import_real
+
+    if shutil.which("dvc", path=str(Path(sys.executable).parent)) is None:
+        pytest.skip("dvc is not installed beside this Python")
+    project = tmp_path / "project"
+    shutil.copytree(repo / "recipes", project / "recipes")
+    for name in FILES:
+        (project / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo / name, project / name)
+    params = project / "params.yaml"
+    params.write_text(params.read_text() + "image_size: 64\n")
+    make_folder_dataset(tmp_path / "src", {"benign": 8, "malignant": 4}, seed=3)
+    import_real("folder", tmp_path / "src", project / "data/real/busi", workers=1)
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+    (project / ".gitignore").write_text("/data/real/\n")
+    run(["git", "init", "-q"], project, env)
+    run(["git", "add", "-A"], project, env)
+    run(["git", "commit", "-qm", "init"], project, env)
+
+    run(
+        [
+            "dvc",
+            "exp",
+            "run",
+            "--set-param",
+            "extends=recipes/busi_1to1.yaml",
+            "--set-param",
+            "+real.ratio=1:2",
+        ],
+        project,
+        env,
+    )
+    metrics = json.loads((project / "metrics/render.json").read_text())
+    real_splits = json.loads((project / "data/real/busi/busforge.json").read_text())["splits"]
+    real_train = real_splits["train"]["rows"]
+    assert metrics["rows"]["train"] == 3 * real_train
+    assert sum(metrics["synthetic"]["pathology"].values()) == 2 * real_train
+    assert {s: n for s, n in metrics["rows"].items() if s != "train"} == {
+        s: info["rows"] for s, info in real_splits.items() if s != "train"
+    }
