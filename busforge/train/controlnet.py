@@ -78,7 +78,7 @@ def train_controlnet(run: ControlNetRun) -> TrainOutcome:
     if run.controlnet:
         controlnet = load_controlnet(run.controlnet)
     else:
-        controlnet = controlnet_from_unet(base.unet, base.vae)
+        controlnet = controlnet_from_unet(base.unet, base.vae, run.seed)
     frozen_dtype = weight_dtype(accelerator)
     device = accelerator.device
 
@@ -177,16 +177,30 @@ def train_controlnet(run: ControlNetRun) -> TrainOutcome:
     return TrainOutcome(run.out, accelerator.unwrap_model(loop.model), result)
 
 
-def controlnet_from_unet(unet: Any, vae: Any) -> Any:
+def controlnet_from_unet(unet: Any, vae: Any, seed: int = 0) -> Any:
     """A ControlNet copying the UNet's encoder, its mask embedding matched to the VAE's downsampling.
 
     One stride-2 stage per VAE level (3 for SD 1.5, which gives diffusers' default (16, 32, 96, 256)).
+    The only layers not copied from the UNet are the mask embedding's convolutions (the zero
+    convolutions start at zero); diffusers draws them from torch's global RNG, so they are drawn
+    again here from a generator seeded with `seed`, with torch's default Conv2d initialisation.
     """
+    import math
+
+    import torch
     from diffusers import ControlNetModel
 
     stages = len(vae.config.block_out_channels) - 1
     channels = (16, 32, 96, 256, 256, 256)[: stages + 1]
-    return ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=channels)
+    generator = torch.Generator().manual_seed(seed)
+    embedding = controlnet.controlnet_cond_embedding
+    with torch.no_grad():
+        for conv in [embedding.conv_in, *embedding.blocks]:
+            torch.nn.init.kaiming_uniform_(conv.weight, a=math.sqrt(5), generator=generator)
+            bound = 1 / math.sqrt(conv.weight[0].numel())
+            conv.bias.uniform_(-bound, bound, generator=generator)
+    return controlnet
 
 
 def check_run(run: ControlNetRun) -> None:
@@ -201,7 +215,9 @@ def check_resolution(resolution: int) -> None:
     from busforge.errors import BadInput
 
     if resolution % 8 or resolution < 8:
-        raise BadInput(f"--resolution {resolution}: must be a positive multiple of 8 (the VAE's downsampling)")
+        raise BadInput(
+            f"--resolution {resolution}: must be a positive multiple of 8 (the VAE's downsampling)"
+        )
 
 
 def _validation_examples(dataset: Path, template: str, train: Any) -> Any:

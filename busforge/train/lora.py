@@ -62,7 +62,6 @@ def train_lora(run: LoraRun) -> TrainOutcome:
     from peft.utils import get_peft_model_state_dict
 
     from busforge.train.arch import lora_config
-    from busforge.train.controlnet import check_resolution
     from busforge.train.card import write_card
     from busforge.train.components import (
         PromptEmbeddings,
@@ -76,6 +75,7 @@ def train_lora(run: LoraRun) -> TrainOutcome:
         validation_renders,
         weight_dtype,
     )
+    from busforge.train.controlnet import check_resolution
     from busforge.train.data import TrainingSet, read_examples
     from busforge.train.loop import LoopSettings, TrainingLoop, accumulation_for, plan_steps, settings_dict
     from busforge.train.objective import DiffusionLoss
