@@ -16,10 +16,11 @@ MIN_MASKS = 5  # fewer non-empty masks than this cannot describe a distribution
 
 # Simulation that maps the relative deformation strength (sigma / sqrt(a*b)) to the
 # statistics it produces; the prior inverts it to pick sigma for a target solidity.
-TABLE_RELATIVE_SIGMA = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.36, 0.45, 0.55, 0.7)
-TABLE_DRAWS = 60
+TABLE_RELATIVE_SIGMA = (0.0, 0.02, 0.04, 0.06, 0.08, 0.1, 0.13, 0.16, 0.2, 0.25, 0.3, 0.38, 0.5)
+TABLE_LONGEST_SIDE = (24, 48, 96, 192, 384)  # lesion sizes simulated, pixels
+TABLE_DRAWS = 30
 TABLE_IMAGE_SIZE = 512
-TABLE_AXES = (80.0, 50.0)  # reference ellipse (aspect 1.6)
+TABLE_ASPECT = 1.6  # reference ellipse a / b
 
 # BUSI names extra lesions of a case "<case>_mask_1.png", "<case>_mask_2.png".
 _CASE_PATTERN = re.compile(r"^(?P<case>.+?)_mask(?:_\d+)?$")
@@ -94,36 +95,45 @@ def collect_masks(mask_dirs: list[Path], pathology: str | None = None) -> dict[s
     return dict(files)
 
 
-def sigma_table() -> dict[str, list[float]]:
-    """Median statistics of masks drawn at each relative deformation strength."""
+def sigma_table() -> dict[str, list]:
+    """Median statistics of masks drawn at each relative deformation strength and size.
+
+    Rows are lesion sizes (longest side in pixels), columns relative sigmas: small
+    lesions lose solidity to pixelation alone, so the prior reads the row of its size.
+    """
     from busforge.shapes import ShapeParams, draw_mask
 
-    a, b = TABLE_AXES
     centre = TABLE_IMAGE_SIZE / 2
-    table: dict[str, list[float]] = defaultdict(list)
-    for relative in TABLE_RELATIVE_SIGMA:
+    table: dict[str, list] = defaultdict(list)
+    for longest in TABLE_LONGEST_SIDE:
+        a, b = longest / 2, longest / 2 / TABLE_ASPECT
         rows = []
-        for seed in range(TABLE_DRAWS):
-            params = ShapeParams(a, b, 0.0, centre, centre, relative * float(np.sqrt(a * b)))
-            mask, _ = draw_mask(params, TABLE_IMAGE_SIZE, seed, (0.02, 0.99))
-            stats = shape_stats(mask)
-            rows.append(
-                (
-                    stats.solidity,
-                    stats.circularity,
-                    np.log(stats.aspect) / np.log(a / b),
-                    stats.size * TABLE_IMAGE_SIZE / (2 * a),
+        for relative in TABLE_RELATIVE_SIGMA:
+            draws = []
+            for seed in range(TABLE_DRAWS):
+                params = ShapeParams(a, b, 0.0, centre, centre, relative * float(np.sqrt(a * b)))
+                mask, _ = draw_mask(params, TABLE_IMAGE_SIZE, seed, (0.01, 0.99))
+                stats = shape_stats(mask)
+                draws.append(
+                    (
+                        stats.solidity,
+                        stats.circularity,
+                        np.log(stats.aspect) / np.log(TABLE_ASPECT),
+                        stats.size * TABLE_IMAGE_SIZE / longest,
+                    )
                 )
-            )
-        solidity, circularity, aspect_gain, size_gain = np.median(np.array(rows), axis=0)
-        table["relative_sigma"].append(relative)
-        table["solidity"].append(float(solidity))
-        table["circularity"].append(float(circularity))
-        table["aspect_gain"].append(float(aspect_gain))
-        table["size_gain"].append(float(size_gain))
-    # Solidity must fall with sigma for the prior to invert it.
-    table["solidity"] = np.minimum.accumulate(table["solidity"]).tolist()
-    return dict(table)
+            rows.append(np.median(np.array(draws), axis=0))
+        solidity, circularity, aspect_gain, size_gain = np.array(rows).T.round(6).tolist()
+        # Solidity must fall with sigma for the prior to invert it.
+        table["solidity"].append(np.minimum.accumulate(solidity).tolist())
+        table["circularity"].append(circularity)
+        table["aspect_gain"].append(aspect_gain)
+        table["size_gain"].append(size_gain)
+    return {
+        "relative_sigma": list(TABLE_RELATIVE_SIGMA),
+        "longest_side_px": list(TABLE_LONGEST_SIDE),
+        **table,
+    }
 
 
 def fit_prior(mask_dirs: list[Path], pathology: str | None = None, name: str = "calibrated") -> dict:

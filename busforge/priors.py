@@ -134,8 +134,9 @@ class CalibratedPrior:
     """
 
     MIN_ROWS = 5  # nearest lesions used when too few fall inside the size range
-    BANDWIDTH = 0.5  # jitter = BANDWIDTH * std * n^(-1/5), per transformed statistic
+    BANDWIDTH = 0.3  # jitter = BANDWIDTH * std * n^(-1/5), per transformed statistic
     ANGLE_SD = 5.0
+    SOLIDITY_SHRINK = 0.7  # spread kept from the data; the deformation adds the rest
 
     def __init__(self, data: dict, digest: str, source: str):
         self.name = str(data.get("name", "calibrated"))
@@ -177,9 +178,14 @@ class CalibratedPrior:
             "large": (float(two_thirds), float(high)),
         }
 
-    def _relative_sigma(self, solidity: float) -> float:
-        # np.interp needs increasing x: solidity falls as sigma grows.
-        return float(np.interp(solidity, self._table["solidity"][::-1], self._table["relative_sigma"][::-1]))
+    def _table_row(self, key: str, longest_px: float) -> np.ndarray:
+        """Row of a simulated statistic for a lesion of this size (interpolated in log size)."""
+        sizes = np.log(self._table["longest_side_px"])
+        position = float(np.clip(np.log(longest_px), sizes[0], sizes[-1]))
+        rows = self._table[key]
+        upper = int(np.clip(np.searchsorted(sizes, position), 1, len(sizes) - 1))
+        weight = (position - sizes[upper - 1]) / (sizes[upper] - sizes[upper - 1])
+        return (1 - weight) * rows[upper - 1] + weight * rows[upper]
 
     def sample(
         self,
@@ -214,15 +220,25 @@ class CalibratedPrior:
         size = math.exp(jitter("size", math.log(row[column["size"]])))
         size = min(max(size, low), high)
         log_aspect = jitter("aspect", math.log(row[column["aspect"]]))
-        solidity = 1 - math.exp(jitter("solidity", math.log(max(1 - row[column["solidity"]], 1e-4))))
+        # The deformation scatters solidity around the table's median, so the target is
+        # pulled towards the pathology's median to leave the drawn spread like the data's.
+        roughness = transformed["solidity"]
+        centre = float(np.median(roughness))
+        target = jitter("solidity", math.log(max(1 - row[column["solidity"]], 1e-4)))
+        solidity = 1 - math.exp(centre + self.SOLIDITY_SHRINK * (target - centre))
         cx = jitter("cx", row[column["cx"]])
         cy = jitter("cy", row[column["cy"]])
         angle = float(np.clip(rng.normal(0.0, self.ANGLE_SD), -3 * self.ANGLE_SD, 3 * self.ANGLE_SD))
 
-        relative = self._relative_sigma(solidity)
+        longest_px = size * image_size
         table_x = self._table["relative_sigma"]
-        aspect_gain = max(float(np.interp(relative, table_x, self._table["aspect_gain"])), 0.3)
-        size_gain = float(np.interp(relative, table_x, self._table["size_gain"]))
+        solidity_row = np.minimum.accumulate(self._table_row("solidity", longest_px))
+        # np.interp needs increasing x: solidity falls as sigma grows.
+        relative = float(np.interp(solidity, solidity_row[::-1], table_x[::-1]))
+        aspect_gain = max(
+            float(np.interp(relative, table_x, self._table_row("aspect_gain", longest_px))), 0.3
+        )
+        size_gain = float(np.interp(relative, table_x, self._table_row("size_gain", longest_px)))
         aspect = math.exp(log_aspect / aspect_gain)
         longest = size / size_gain * image_size
         half_w, half_h = (
@@ -263,12 +279,10 @@ def _parse_prior(text: str, source: str) -> CalibratedPrior:
             if len(lengths) != 1 or lengths == {0}:
                 raise KeyError(f"pathologies.{label}.stats")
         table = data["sigma_table"]
-        lengths = {
-            len(table[key])
-            for key in ("relative_sigma", "solidity", "circularity", "aspect_gain", "size_gain")
-        }
-        if len(lengths) != 1:
-            raise KeyError("sigma_table")
+        shape = (len(table["longest_side_px"]), len(table["relative_sigma"]))
+        for key in ("solidity", "circularity", "aspect_gain", "size_gain"):
+            if np.asarray(table[key], dtype=float).shape != shape or min(shape) < 2:
+                raise KeyError(f"sigma_table.{key}")
         return CalibratedPrior(data, hashlib.sha256(text.encode()).hexdigest(), source)
     except (KeyError, TypeError, ValueError) as error:
         key = error.args[0] if isinstance(error, KeyError) and error.args else "?"

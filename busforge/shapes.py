@@ -17,6 +17,9 @@ from busforge.shape_stats import largest_component
 
 GRID_POINTS = 7  # control points per axis of the displacement grid over the lesion crop
 MARGIN_FACTOR = 1.25  # crop margin / largest grid displacement (spline overshoot)
+FINE_POINTS = 13  # control points per axis of the finer roughness grid
+FINE_STRENGTH = 1.0  # roughness displacement / lobe displacement
+ROUGHNESS = 0.3  # edge jitter on the deformation lattice (< 0.5, soft-mask units)
 WORK_RES = 96  # most lattice samples a side where the deformation is computed
 MAX_ATTEMPTS = 12  # rescale attempts to bring the lesion size into range
 
@@ -92,7 +95,7 @@ def _soft_ellipse(xs: np.ndarray, ys: np.ndarray, params: ShapeParams, ramp: flo
     return np.clip(0.5 - distance / np.float32(ramp), 0.0, 1.0)
 
 
-def _deformed_crop(params: ShapeParams, grid: np.ndarray) -> tuple[np.ndarray, int, int]:
+def _deformed_crop(params: ShapeParams, grid: np.ndarray, seed: int) -> tuple[np.ndarray, int, int]:
     """The deformed lesion in a crop around it.
 
     The crop holds the ellipse plus the largest displacement of the grid, so nothing
@@ -128,6 +131,12 @@ def _deformed_crop(params: ShapeParams, grid: np.ndarray) -> tuple[np.ndarray, i
         soft = elasticdeform.deform_grid(
             soft, grid * scale[:, None, None], order=1, mode="constant", cval=0.0, prefilter=False
         )
+    if ROUGHNESS > 0:
+        # Lattice-scale edge jitter: traced outlines are rougher than any smooth
+        # deformation. Bounded below 0.5, so it can only move the edge, never punch
+        # holes or islands.
+        jitter = np.random.default_rng((seed, 1)).uniform(-ROUGHNESS, ROUGHNESS, soft.shape)
+        soft = soft + jitter.astype(np.float32)
     if low_w == full_w and low_h == full_h:
         return soft >= 0.5, half_h, half_w
     # Interpolate back only around the lesion: a pixel can reach 0.5 only next to a
@@ -150,6 +159,26 @@ def _deformed_crop(params: ShapeParams, grid: np.ndarray) -> tuple[np.ndarray, i
         @ _interpolation_matrix(pix_cols - col0, col1 - col0 + 1).T
     )
     return upsampled >= 0.5, half_h - pix_row0, half_w - pix_col0
+
+
+def displacement_grid(seed: int) -> np.ndarray:
+    """Unit displacement grid of a seed: smooth lobes plus finer boundary roughness.
+
+    The coarse GRID_POINTS grid is refined to FINE_POINTS by linear interpolation and
+    a finer random grid of relative strength FINE_STRENGTH is added, because real
+    lesion outlines are rougher (lower circularity) than smooth lobes of the same
+    solidity.
+    """
+    rng = np.random.default_rng(seed)
+    coarse = rng.standard_normal((2, GRID_POINTS, GRID_POINTS))
+    fine = rng.standard_normal((2, FINE_POINTS, FINE_POINTS))
+    positions = np.linspace(0, GRID_POINTS - 1, FINE_POINTS)
+    refine = np.stack(
+        [np.interp(positions, np.arange(GRID_POINTS), np.eye(GRID_POINTS)[i]) for i in range(GRID_POINTS)],
+        axis=1,
+    )  # (FINE_POINTS, GRID_POINTS) linear interpolation weights
+    smooth = np.einsum("fi,aij,gj->afg", refine, coarse, refine)
+    return (smooth + FINE_STRENGTH * fine).astype(np.float32)
 
 
 def _size_target(size: float, size_range: tuple[float, float], image_size: int) -> float:
@@ -191,11 +220,10 @@ def draw_mask(
     _check_range(size_range, image_size)
     if params.a <= 0 or params.b <= 0 or params.sigma < 0:
         raise BadInput(f"shape: {params}: a and b must be > 0 and sigma >= 0")
-    grid = np.random.default_rng(seed).standard_normal((2, GRID_POINTS, GRID_POINTS))
-    grid = grid.astype(np.float32)
+    grid = displacement_grid(seed)
     low, high = size_range
     for _ in range(MAX_ATTEMPTS):
-        crop, centre_row, centre_col = _deformed_crop(params, grid)
+        crop, centre_row, centre_col = _deformed_crop(params, grid, seed)
         lesion = largest_component(crop)
         rows = np.flatnonzero(lesion.any(axis=1))
         cols = np.flatnonzero(lesion.any(axis=0))
