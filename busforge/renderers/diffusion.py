@@ -134,9 +134,18 @@ class DiffusionRenderer:
 
     def load(self) -> None:
         """Load the pipeline once: safetensors only, no safety checker, no remote code."""
-        import diffusers
         import torch
-        from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+        from transformers.utils import logging as transformers_logging
+
+        # Importing the SD pipelines makes transformers warn that torchvision is absent (busforge does
+        # not use its image processors): a notice, not a problem, so keep it off the user's terminal.
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()
+        try:
+            import diffusers
+            from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
+        finally:
+            transformers_logging.set_verbosity(verbosity)
 
         sources = self.sources()
         dtype = getattr(torch, DTYPES[self.dtype_name])
@@ -213,9 +222,9 @@ class DiffusionRenderer:
         for name in ("unet", "controlnet"):
             module = getattr(self.pipe, name)
             self._uncompiled[name] = module
-            setattr(self.pipe, name, torch.compile(module, mode="max-autotune-no-cudagraphs"))
+            setattr(self.pipe, name, torch.compile(module))
         self._uncompiled["vae.decoder"] = self.pipe.vae.decoder
-        self.pipe.vae.decoder = torch.compile(self.pipe.vae.decoder, mode="max-autotune-no-cudagraphs")
+        self.pipe.vae.decoder = torch.compile(self.pipe.vae.decoder)
 
     def _drop_compile(self) -> None:
         """Back to the eager modules before LoRA layers change (compiled graphs would be stale)."""
