@@ -48,8 +48,6 @@ class ControlNetRun:
 
 def train_controlnet(run: ControlNetRun) -> TrainOutcome:
     """Train, export and document; returns the output folder."""
-    import torch
-
     from busforge.train.card import write_card
     from busforge.train.components import (
         PromptEmbeddings,
@@ -73,6 +71,8 @@ def train_controlnet(run: ControlNetRun) -> TrainOutcome:
     accelerator = make_accelerator(run.mixed_precision, run.seed)
     accumulation = accumulation_for(run.effective_batch, run.batch_size, accelerator.num_processes)
     steps = plan_steps(len(train), run.effective_batch, run.epochs, run.max_steps)
+
+    import torch
 
     base = load_base(run.base)
     if run.controlnet:

@@ -56,11 +56,6 @@ def check_rank(rank: int) -> None:
 
 def train_lora(run: LoraRun) -> TrainOutcome:
     """Train the domain's adapter, save it in diffusers format with a model card; returns OUT."""
-    import torch
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
-    from peft.utils import get_peft_model_state_dict
-
     from busforge.train.arch import lora_config
     from busforge.train.card import write_card
     from busforge.train.components import (
@@ -87,6 +82,12 @@ def train_lora(run: LoraRun) -> TrainOutcome:
     accelerator = make_accelerator(run.mixed_precision, run.seed)
     accumulation = accumulation_for(run.effective_batch, run.batch_size, accelerator.num_processes)
     steps = plan_steps(len(train), run.effective_batch, run.epochs, run.max_steps)
+
+    # Heavy imports only once the inputs are known good: a bad input stays a one-line error.
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft.utils import get_peft_model_state_dict
 
     base = load_base(run.base)
     controlnet = load_controlnet(run.controlnet)
