@@ -180,6 +180,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, help="render size (default 64 tiny, 512 sd15)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--naive-steps", type=int, default=30)
+    parser.add_argument("--steps", type=int, help="busforge steps (default: its default, 20); for smoke runs")
     parser.add_argument("--sweep", default="", help="busforge batch sizes to time, e.g. 1,2,4,8,16")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (CPU runs)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense fp16 peak of the GPU")
@@ -209,6 +210,8 @@ def run(args, model: Path, size: int) -> None:
     from busforge.renderers.diffusion import DiffusionRenderer
 
     options, specs, masks = make_inputs(model, size, args.images)
+    if args.steps:
+        options["steps"] = args.steps
     renderer = DiffusionRenderer(options, size)
     device, dtype_name = renderer.device, renderer.dtype_name
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype_name]

@@ -31,14 +31,21 @@ CLIP_IDS_A_PHOTO_OF_A_CAT = [49406, 320, 1125, 539, 320, 2368, 49407]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a small shared machine, spinning OpenMP threads slow torch 10x+."""
+def one_torch_thread_and_private_hash_cache(tmp_path_factory):
+    """One intra-op thread: on a small shared machine, spinning OpenMP threads slow torch 10x+.
+    Weight hashes are cached in a temporary folder, not in the user's ~/.cache."""
     import torch
 
     before = torch.get_num_threads()
+    cache_before = os.environ.get("BUSFORGE_CACHE_DIR")
     torch.set_num_threads(1)
+    os.environ["BUSFORGE_CACHE_DIR"] = str(tmp_path_factory.mktemp("cache"))
     yield
     torch.set_num_threads(before)
+    if cache_before is None:
+        os.environ.pop("BUSFORGE_CACHE_DIR", None)
+    else:
+        os.environ["BUSFORGE_CACHE_DIR"] = cache_before
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +142,7 @@ def test_unknown_or_bad_options_are_one_line_errors(tiny):
 
         DiffusionRenderer({"base": str(tiny / "base")}, 64)
     with pytest.raises(BadInput, match=r"renderer\.lora\.busi: .*no pytorch_lora_weights\.safetensors"):
-        renderer(recipe, lora={"busi": str(tiny / "base")}).identity()
+        renderer(recipe, lora={"busi": str(tiny / "base")})
 
 
 def test_identity_names_weights_and_settings_and_provenance_names_one_adapter(tiny):
@@ -203,10 +210,8 @@ def test_missing_model_offline_fails_before_rendering_with_exit_2(tiny, tmp_path
     assert result.returncode == 2, result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "Traceback" not in result.stderr
-    assert (
-        "renderer.base" in error_lines[0]
-        and "huggingface-cli download nobody/no-such-model" in error_lines[0]
-    )
+    assert error_lines[0].startswith(f"error: {RECIPE}: renderer.base: model 'nobody/no-such-model'")
+    assert "huggingface-cli download nobody/no-such-model" in error_lines[0]
     assert not out.exists() and not (tmp_path / ".out.staging").exists()
 
 

@@ -15,7 +15,7 @@ sample's domain picks its LoRA adapter. Choices that keep datasets reproducible 
   noise (tested).
 - Loading: safetensors only, no safety checker (medical images are not what it was built for; the
   card says so), no remote code. A model that is neither a local folder nor in the Hugging Face
-  cache under `HF_HUB_OFFLINE=1` is a `BadInput` from `identity()`, before rendering starts.
+  cache under `HF_HUB_OFFLINE=1` is a `BadInput` raised by the constructor, before rendering starts.
 - Faults: CUDA out-of-memory halves the sub-batch and retries it; finished sub-batches are kept and
   the smaller size is remembered for the rest of the run.
 """
@@ -75,6 +75,9 @@ class DiffusionRenderer:
         self._expect_many = False
         self._uncompiled: dict[str, Any] = {}
         self._chunk = self.batch_size  # largest sub-batch that fits (halved on OOM)
+        # Fail now, before any rendering, on a missing folder or an uncached Hub model when offline
+        # (hashes of local weights are cached, so this is fast after the first run).
+        self.sources()
 
     # ------------------------------------------------------------------ identity
 
