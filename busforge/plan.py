@@ -1,8 +1,8 @@
 """The plan: a pure function from a resolved recipe to one SampleSpec per synthetic sample.
 
-Counts per stratum (pathology x size bin x echogenicity x boundary) are allocated exactly by
-largest remainder, level by level, so every marginal the recipe asks for is met to the sample;
-then the order is shuffled deterministically. Every sample's seed comes from
+Counts per stratum (pathology x domain x size bin x echogenicity x boundary) are allocated exactly
+by largest remainder, level by level (pathology first, so its mix is met to the sample, then each
+level within the one above); then the order is shuffled deterministically. Every sample's seed comes from
 `SeedSequence(recipe.seed, spawn_key=(0, index))`, so it depends on nothing but its index.
 
 Streams of a sample seed (documented once, used everywhere): `default_rng([seed, 0])` draws shape
@@ -43,6 +43,7 @@ class SampleSpec:
 @dataclass(frozen=True)
 class Stratum:
     pathology: str
+    domain: str
     size_bin: str
     echogenicity: str
     boundary: str
@@ -111,18 +112,18 @@ def make_plan(recipe: Recipe, pathology_weights: dict[str, float] | None = None)
         raise ValueError("pathology: match_real must be resolved against the real dataset first")
 
     strata: list[Stratum] = []
-    for pathology, n_path in largest_remainder(
-        recipe.count, {p: weights.get(p, 0.0) for p in PATHOLOGIES}
-    ).items():
+    path_w = {p: weights.get(p, 0.0) for p in PATHOLOGIES}
+    for pathology, n_path in largest_remainder(recipe.count, path_w).items():
         attrs = recipe.attributes[pathology]
-        for size_bin, n_bin in largest_remainder(n_path, bin_weights(recipe)).items():
-            echo_w = {e: attrs.echogenicity.get(e, 0.0) for e in ECHOGENICITIES}
-            for echo, n_echo in largest_remainder(n_bin, echo_w).items():
-                bound_w = {b: attrs.boundary.get(b, 0.0) for b in BOUNDARIES}
-                for boundary, n in largest_remainder(n_echo, bound_w).items():
-                    if n:
-                        rng_ = size_bins[pathology][size_bin]
-                        strata.append(Stratum(pathology, size_bin, echo, boundary, rng_, n))
+        echo_w = {e: attrs.echogenicity.get(e, 0.0) for e in ECHOGENICITIES}
+        bound_w = {b: attrs.boundary.get(b, 0.0) for b in BOUNDARIES}
+        for domain, n_domain in largest_remainder(n_path, recipe.domain_weights).items():
+            for size_bin, n_bin in largest_remainder(n_domain, bin_weights(recipe)).items():
+                for echo, n_echo in largest_remainder(n_bin, echo_w).items():
+                    for boundary, n in largest_remainder(n_echo, bound_w).items():
+                        if n:
+                            size_range = size_bins[pathology][size_bin]
+                            strata.append(Stratum(pathology, domain, size_bin, echo, boundary, size_range, n))
 
     labels = [s for s in strata for _ in range(s.count)]
     shuffle_rng = np.random.default_rng(np.random.SeedSequence(recipe.seed, spawn_key=(SHUFFLE_KEY,)))
@@ -143,7 +144,7 @@ def make_plan(recipe: Recipe, pathology_weights: dict[str, float] | None = None)
                 size_range=s.size_range,
                 echogenicity=s.echogenicity,
                 boundary=s.boundary,
-                domain=recipe.domain,
+                domain=s.domain,
                 shape=shape,
                 prompt=make_prompt(
                     recipe.prompt_template,

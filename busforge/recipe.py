@@ -180,7 +180,9 @@ class Recipe(StrictModel):
     version: str = "0.1.0"
     seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
     count: Annotated[int, Field(ge=0, le=10_000_000)]
-    domain: Annotated[str, Field(min_length=1)] = "busi"
+    # One target domain, or several as relative weights ({busi: 1, udiat: 1}); each domain selects
+    # its LoRA adapter in the diffusion renderer.
+    domain: Annotated[str, Field(min_length=1)] | dict[str, Weight] = "busi"
     image_size: Annotated[int, Field(ge=64, le=2048, multiple_of=8)] = 512
     pathology: dict[str, Weight] | Literal["match_real"] = {"benign": 0.6, "malignant": 0.4}
     size_bins: dict[str, SizeBin] | Literal["prior"] = Field(
@@ -210,6 +212,18 @@ class Recipe(StrictModel):
         if not SEMVER.match(v):
             raise ValueError(f"{v!r} is not semver; use MAJOR.MINOR.PATCH like 1.0.0")
         return v
+
+    @field_validator("domain")
+    @classmethod
+    def _domains(cls, v: str | dict[str, float]) -> str | dict[str, float]:
+        if isinstance(v, dict):
+            if not v or any(not name for name in v) or sum(v.values()) <= 0:
+                raise ValueError("domain weights need at least one named domain and a positive sum")
+        return v
+
+    @property
+    def domain_weights(self) -> dict[str, float]:
+        return {self.domain: 1.0} if isinstance(self.domain, str) else dict(self.domain)
 
     @field_validator("pathology")
     @classmethod

@@ -83,3 +83,14 @@ def test_prior_size_bins_are_terciles():
     assert {s.size_bin for s in plan.specs} == {"small", "medium", "large"}
     for pathology, bins in plan.size_bins.items():
         assert bins["small"][1] <= bins["medium"][1] <= bins["large"][1], pathology
+
+
+def test_several_domains_are_allocated_within_each_pathology():
+    recipe = recipe_from_dict({**BASE, "count": 101, "domain": {"busi": 1, "udiat": 1}})
+    plan = make_plan(recipe)
+    by_pathology = Counter(s.pathology for s in plan.specs)
+    assert by_pathology == largest_remainder(101, {"benign": 0.6, "malignant": 0.4})
+    for pathology, n in by_pathology.items():
+        domains = Counter(s.domain for s in plan.specs if s.pathology == pathology)
+        assert domains == largest_remainder(n, {"busi": 1, "udiat": 1})
+    assert {s.domain for s in plan.strata} == {"busi", "udiat"}

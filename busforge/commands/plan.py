@@ -32,14 +32,12 @@ def plan(
     if prepared.mix is not None:
         rows = ", ".join(f"{k} {v}" for k, v in prepared.mix.split_rows.items())
         typer.echo(f"real data {prepared.mix.dataset} ({rows}); ratio real:synthetic {resolved.real.ratio}")
-    header = (
-        f"{'pathology':<10} {'size bin':<10} {'range':<13} {'echogenicity':<14} {'boundary':<9} {'count':>7}"
-    )
+    header = f"{'pathology':<10} {'domain':<10} {'size bin':<10} {'range':<13} {'echogenicity':<14} {'boundary':<9} {'count':>7}"
     typer.echo(header)
     typer.echo("-" * len(header))
     for s in the_plan.strata:
         rng = f"{s.size_range[0]:.3f}-{s.size_range[1]:.3f}"
         typer.echo(
-            f"{s.pathology:<10} {s.size_bin:<10} {rng:<13} {s.echogenicity:<14} {s.boundary:<9} {s.count:>7}"
+            f"{s.pathology:<10} {s.domain:<10} {s.size_bin:<10} {rng:<13} {s.echogenicity:<14} {s.boundary:<9} {s.count:>7}"
         )
     typer.echo(f"fingerprint {prepared.fingerprint}")

@@ -57,13 +57,13 @@ def card_metadata(manifest: dict[str, Any], license_id: str, source_datasets: li
 
 def strata_table(strata: list[dict[str, Any]]) -> str:
     lines = [
-        "| pathology | size bin | size range | echogenicity | boundary | count |",
-        "|---|---|---|---|---|---|",
+        "| pathology | domain | size bin | size range | echogenicity | boundary | count |",
+        "|---|---|---|---|---|---|---|",
     ]
     for s in strata:
         lo, hi = s["size_range"]
         lines.append(
-            f"| {s['pathology']} | {s['size_bin']} | {lo:.3f}–{hi:.3f} | {s['echogenicity']} | {s['boundary']} "
+            f"| {s['pathology']} | {s['domain']} | {s['size_bin']} | {lo:.3f}–{hi:.3f} | {s['echogenicity']} | {s['boundary']} "
             f"| {s['count']} |"
         )
     return "\n".join(lines)
@@ -97,7 +97,7 @@ beside this card (`recipe.yaml`). **Synthetic data: not for clinical use.**
 - Fingerprint (version identity): `{manifest["fingerprint"]}`
 - Renderer: `{renderer.get("backend")}` — identity recorded in `busforge.json` and in every row's `renderer` column
 - Rows per split: {", ".join(f"{k}: {v}" for k, v in rows.items())}
-- Shape prior: `{recipe.get("shape_prior")}`; target domain: `{recipe.get("domain")}`
+- Shape prior: `{recipe.get("shape_prior")}`; target domain(s): `{recipe.get("domain")}`
 {diffusion_note}
 ## Load it
 
