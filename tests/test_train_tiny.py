@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 from test_train_fixtures import fixture_dataset, write_tiny
 
+from busforge.errors import BadInput
 from busforge.recipe import DEFAULT_PROMPT
 from busforge.train.controlnet import ControlNetRun, controlnet_from_unet, train_controlnet
 from busforge.train.loop import TrainingDiverged
@@ -140,6 +141,8 @@ def test_controlnet_resume_gives_the_same_weights(real_like_dataset, tiny_model,
         controlnet_run(real_like_dataset, tiny_model, split, max_steps=4, checkpoint_every=2, resume="latest")
     )
     assert resumed.result.resumed_from == 2
+    with pytest.raises(BadInput, match="--resume latest"):  # never mix two runs' checkpoints
+        train_controlnet(controlnet_run(real_like_dataset, tiny_model, split, max_steps=4))
     a = tensors(whole / "diffusion_pytorch_model.safetensors")
     b = tensors(split / "diffusion_pytorch_model.safetensors")
     assert a.keys() == b.keys()
@@ -203,9 +206,21 @@ def test_lora_trains_only_the_adapter_and_loads_in_the_renderer(real_like_datase
     assert not np.array_equal(renders[0][0], renders[1][0])
 
 
-def test_trained_controlnet_steers_the_renderer(real_like_dataset, tiny_model, tmp_path):
+def test_full_fine_tune_exports_the_unet_and_steers_the_renderer(real_like_dataset, tiny_model, tmp_path):
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
     out = tmp_path / "cn"
-    train_controlnet(controlnet_run(real_like_dataset, tiny_model, out, max_steps=2, checkpoint_every=2))
+    outcome = train_controlnet(
+        controlnet_run(
+            real_like_dataset, tiny_model, out, max_steps=2, checkpoint_every=2, train_unet=True, kl_alpha=0.0
+        )
+    )
+    base_unet = UNet2DConditionModel.from_pretrained(tiny_model / "base", subfolder="unet").state_dict()
+    tuned = tensors(out / "unet" / "diffusion_pytorch_model.safetensors")
+    assert any(not torch.equal(tuned[k], base_unet[k]) for k in tuned)  # the UNet trained too
+    base_vae = AutoencoderKL.from_pretrained(tiny_model / "base", subfolder="vae").state_dict()
+    assert all(torch.equal(v, base_vae[k]) for k, v in outcome.model.vae.state_dict().items())  # alpha 0
+
     steered = render_with(tiny_model, {"controlnet": str(out), "controlnet_scale": 1.0})
     unsteered = render_with(tiny_model, {"controlnet": str(out), "controlnet_scale": 0.0})
     assert not np.array_equal(steered[0], unsteered[0])

@@ -1,7 +1,7 @@
 """`busforge train controlnet|lora`: train the mask ControlNet and per-domain LoRA adapters.
 
-Multi-GPU: `accelerate launch -m busforge.cli train ...` (the effective batch stays the same: the
-gradient accumulation shrinks with the number of processes).
+Multi-GPU: `accelerate launch --num_processes N "$(which busforge)" train controlnet ...`; the
+effective batch stays the same (the gradient accumulation shrinks with the number of processes).
 """
 
 from __future__ import annotations

@@ -90,9 +90,9 @@ def train_controlnet(run: ControlNetRun) -> TrainOutcome:
         base.vae.quant_conv.requires_grad_(True)
     controlnet.requires_grad_(True)
     if run.gradient_checkpointing:
+        # The UNet too, trained or not: the ControlNet's gradient flows back through its activations.
         controlnet.enable_gradient_checkpointing()
-        if run.train_unet:
-            base.unet.enable_gradient_checkpointing()
+        base.unet.enable_gradient_checkpointing()
     # Frozen parts run in the mixed-precision dtype; trained parts stay fp32 (autocast handles the mix).
     place(base.unet, device, torch.float32 if run.train_unet else frozen_dtype)
     place(base.vae, device, torch.float32 if run.kl_alpha > 0 else frozen_dtype)

@@ -183,6 +183,11 @@ class TrainingLoop:
 
         s, acc = self.settings, self.accelerator
         start = 0
+        if s.resume is None and checkpoints(s.out_dir):
+            raise BadInput(
+                f"{s.out_dir}: holds checkpoints of an earlier run; continue it with --resume latest, "
+                "or give another --out"
+            )
         resume_path = resolve_resume(s.out_dir, s.resume)
         if s.resume is not None and resume_path is None:
             self._say(
