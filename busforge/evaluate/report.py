@@ -109,7 +109,7 @@ def image_table(image: dict[str, dict[str, Any]]) -> str:
         ])  # fmt: skip
     return _table(
         ["scope", "N generated", "N reference", "FID", "FID at floor N", "real-vs-real FID (floor)", "floor N",
-         "KID", "real-vs-real KID", "floor from", "|FID - direct|"],
+         "KID", "real-vs-real KID", "floor from", "|torchmetrics - exact FID|"],
         rows,
     )  # fmt: skip
 
