@@ -94,12 +94,12 @@ def max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> int:
 
 @pytest.fixture(scope="module")
 def busi_items(tiny):
-    return make_items(tiny_recipe(tiny), 4)
+    return make_items(tiny_recipe(tiny, "domain=busi"), 4)
 
 
 @pytest.fixture(scope="module")
 def busi_images(tiny, busi_items):
-    """The first 4 busi samples rendered at batch 4, fused adapter (the default path)."""
+    """The first 4 busi samples rendered at batch 4 (two domains mapped: adapters switched, not fused)."""
     r = renderer(tiny_recipe(tiny), batch_size=4)
     return r.render(busi_items)
 
@@ -234,15 +234,19 @@ def test_images_do_not_depend_on_batch_size_or_position(tiny, busi_items, busi_i
 
 def test_adapters_change_the_output_and_fused_equals_unfused(tiny, busi_items, busi_images):
     recipe = tiny_recipe(tiny)
-    fused = renderer(recipe)
-    fused.render(busi_items[:1])
+    # A run of one domain fuses its adapter: announced by the executor, or when only one is mapped.
+    fused = renderer(recipe, batch_size=4)
+    fused.expect_domains({"busi"})
+    fused_busi = fused.render(busi_items)
     assert fused._fused == "busi"
+    assert max_diff(fused_busi, busi_images) <= GREY_TOLERANCE
+    only_busi = renderer(recipe, lora={"busi": str(tiny / "lora" / "busi")})
+    only_busi.render(busi_items[:1])
+    assert only_busi._fused == "busi"
 
     unfused = renderer(recipe, batch_size=4)
-    unfused.expect_domains({"busi", "udiat"})
-    unfused_busi = unfused.render(busi_items)
+    unfused.render(busi_items[:1])
     assert unfused._fused is None
-    assert max_diff(unfused_busi, busi_images) <= GREY_TOLERANCE
 
     udiat_items = [replace(i, spec=replace(i.spec, domain="udiat")) for i in busi_items]
     udiat = unfused.render(udiat_items)
@@ -259,6 +263,8 @@ def test_adapters_change_the_output_and_fused_equals_unfused(tiny, busi_items, b
 def test_domain_without_adapter_is_an_error_unless_mapped_to_null(tiny, busi_items):
     recipe = tiny_recipe(tiny)
     r = renderer(recipe, lora={"udiat": str(tiny / "lora" / "udiat")})
+    with pytest.raises(BadInput, match=r"renderer\.lora\.busi: no LoRA adapter for domain 'busi'.*null"):
+        r.expect_domains({"busi", "udiat"})
     with pytest.raises(BadInput, match=r"renderer\.lora\.busi: no LoRA adapter for domain 'busi'.*null"):
         r.render(busi_items[:1])
 
@@ -296,55 +302,42 @@ def test_out_of_memory_halves_the_batch_and_keeps_finished_samples(tiny, busi_it
 
 @pytest.fixture(scope="module")
 def rendered(tiny, tmp_path_factory):
-    """The shipped recipe rendered for both domains (two runs, as its header says)."""
+    """The shipped two-domain recipe, rendered in one run."""
     from busforge.executors.local import run_render
 
-    root = tmp_path_factory.mktemp("render")
-    out = {}
-    for domain in ("busi", "udiat"):
-        recipe = tiny_recipe(tiny, f"domain={domain}", f"count={E2E_COUNT}", "output.rows_per_shard=2")
-        outcome = run_render(recipe, out_dir=root / domain, quiet=True)
-        out[domain] = (recipe, outcome)
-    return out
+    recipe = tiny_recipe(tiny, f"count={E2E_COUNT}", "output.rows_per_shard=2")
+    outcome = run_render(recipe, out_dir=tmp_path_factory.mktemp("render") / "tiny", quiet=True)
+    return recipe, outcome
 
 
 def test_end_to_end_two_domains_load_dataset(rendered):
     import datasets
-    from PIL import Image
 
     from busforge.dataset.features import dataset_features
     from busforge.dataset.manifest import read_manifest
     from busforge.plan import make_plan
     from busforge.shapes import draw_mask
 
-    images = {}
-    for domain, (recipe, outcome) in rendered.items():
-        ds = datasets.load_dataset(str(outcome.out_dir), split="train")
-        assert ds.features == dataset_features()
-        specs = make_plan(recipe).specs
-        assert ds["prompt"] == [s.prompt for s in specs]
-        assert ds["sample_id"] == [s.sample_id for s in specs] and ds["seed"] == [s.seed for s in specs]
-        assert set(ds["domain"]) == {domain}
-        for row, spec in zip(ds, specs, strict=True):
-            expected_mask, _ = draw_mask(spec.shape, recipe.image_size, spec.seed, spec.size_range)
-            assert np.array_equal(np.asarray(row["mask"]) > 0, expected_mask)
-        manifest = read_manifest(outcome.out_dir)
-        assert set(manifest["renderer"]["lora"]) == {"busi", "udiat"}
-        for cell in ds["renderer"]:
-            provenance = json.loads(cell)
-            assert provenance["lora"] == {"domain": domain, "adapter": manifest["renderer"]["lora"][domain]}
-            assert provenance["base"] == manifest["renderer"]["base"]
-        images[domain] = [
-            np.asarray(img.convert("L") if isinstance(img, Image.Image) else img) for img in ds["image"]
-        ]
-        assert all(img.std() > 1 for img in images[domain])
-    # Same plan (seeds, masks, prompts), different adapter: different images.
-    diffs = [
-        np.abs(a.astype(int) - b.astype(int)).mean()
-        for a, b in zip(images["busi"], images["udiat"], strict=True)
-    ]
-    assert min(diffs) > 2
-    assert rendered["busi"][1].fingerprint != rendered["udiat"][1].fingerprint
+    recipe, outcome = rendered
+    ds = datasets.load_dataset(str(outcome.out_dir), split="train")
+    assert ds.features == dataset_features()
+    specs = make_plan(recipe).specs
+    assert ds["prompt"] == [s.prompt for s in specs]
+    assert ds["domain"] == [s.domain for s in specs] and set(ds["domain"]) == {"busi", "udiat"}
+    assert ds["sample_id"] == [s.sample_id for s in specs] and ds["seed"] == [s.seed for s in specs]
+    manifest = read_manifest(outcome.out_dir)
+    assert set(manifest["renderer"]["lora"]) == {"busi", "udiat"}
+    for row, spec in zip(ds, specs, strict=True):
+        expected_mask, _ = draw_mask(spec.shape, recipe.image_size, spec.seed, spec.size_range)
+        assert np.array_equal(np.asarray(row["mask"]) > 0, expected_mask)
+        provenance = json.loads(row["renderer"])
+        assert provenance["lora"] == {
+            "domain": spec.domain,
+            "adapter": manifest["renderer"]["lora"][spec.domain],
+        }
+        assert provenance["base"] == manifest["renderer"]["base"]
+        image = np.asarray(row["image"])
+        assert image.shape == (64, 64) and image.std() > 1
 
 
 def test_resume_after_sigkill_gives_identical_shards(tiny, rendered, tmp_path):
@@ -353,7 +346,7 @@ def test_resume_after_sigkill_gives_identical_shards(tiny, rendered, tmp_path):
 
     out = tmp_path / "killed"
     marker = tmp_path / ".killed.staging" / ".busforge" / "shards" / "train-00000.json"
-    overrides = ["domain=busi", f"count={E2E_COUNT}", "output.rows_per_shard=2", *model_overrides(tiny)]
+    overrides = [f"count={E2E_COUNT}", "output.rows_per_shard=2", *model_overrides(tiny)]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
     command = [*CLI, "render", str(RECIPE), "--out", str(out), "--quiet"]
     command += [a for o in overrides for a in ("--set", o)]
@@ -365,10 +358,9 @@ def test_resume_after_sigkill_gives_identical_shards(tiny, rendered, tmp_path):
     child.wait()
     assert marker.exists() and not out.exists(), "the render was not killed mid-way"
 
-    recipe = tiny_recipe(tiny, *overrides[:3])
-    outcome = run_render(recipe, out_dir=out, quiet=True)
+    outcome = run_render(tiny_recipe(tiny, *overrides[:2]), out_dir=out, quiet=True)
     assert outcome.reused_shards >= 1
-    reference = read_manifest(rendered["busi"][1].out_dir)
+    reference = read_manifest(rendered[1].out_dir)
     resumed = read_manifest(out)
     assert resumed["fingerprint"] == reference["fingerprint"]
     assert [s["sha256"] for s in resumed["splits"]["train"]["shards"]] == [

@@ -8,11 +8,12 @@ sample's domain picks its LoRA adapter. Choices that keep datasets reproducible 
   batch size or on the device (CPU generators give the same noise everywhere). Batched matmuls may
   still differ in the last float bits: images of one sample rendered in batches of 1 and of 4 agree
   to within 2 grey levels on the CPU (tests/test_diffusion.py pins this tolerance).
-- LoRA: adapters are loaded lazily, per domain, when a batch of that domain first arrives. While a
-  run has seen only one domain its adapter is fused into the weights (no LoRA cost per step); when
-  a second domain arrives (or `expect_domains` announced several), adapters are unfused and
-  switched with `set_adapters` for the rest of the run. Fused and unfused outputs agree to float
-  noise (tested).
+- LoRA: adapters are loaded lazily, per domain, when a batch of that domain first arrives. A run
+  that can only render one domain fuses its adapter into the weights (no LoRA cost per step);
+  otherwise adapters are switched with `set_adapters`. "Only one domain" is decided up front, so
+  that every sample of a run (and of its resumption) is rendered the same way: by the executor's
+  `expect_domains(plan domains)` when it calls it, else by `renderer.lora` mapping one domain.
+  Fused and unfused outputs agree to float noise (tested).
 - Loading: safetensors only, no safety checker (medical images are not what it was built for; the
   card says so), no remote code. A model that is neither a local folder nor in the Hugging Face
   cache under `HF_HUB_OFFLINE=1` is a `BadInput` raised by the constructor, before rendering starts.
@@ -72,7 +73,7 @@ class DiffusionRenderer:
         self._active_set = False
         self._fused: str | None = None  # domain whose adapter is fused into the weights
         self._loaded: set[str] = set()  # adapters loaded into the pipeline
-        self._expect_many = False
+        self._single_domain = len(self.options.lora) == 1  # may fuse; refined by expect_domains
         self._uncompiled: dict[str, Any] = {}
         self._chunk = self.batch_size  # largest sub-batch that fits (halved on OOM)
         # Fail now, before any rendering, on a missing folder or an uncached Hub model when offline
@@ -129,9 +130,15 @@ class DiffusionRenderer:
         return identity
 
     def expect_domains(self, domains: set[str] | list[str]) -> None:
-        """Optional hint from the executor: with several domains in a run, never fuse an adapter, so
-        that every sample is rendered the same way whatever the order of batches."""
-        self._expect_many = len(set(domains)) > 1
+        """Optional hint from the executor, before the first batch: the domains of the run's plan.
+
+        With one domain its adapter is fused (fastest); with several, adapters are switched and never
+        fused, so that every sample renders the same way whatever the order of batches.
+        """
+        unmapped = sorted(set(domains) - set(self.options.lora))
+        if unmapped:
+            raise self._unmapped(unmapped[0])
+        self._single_domain = len(set(domains)) == 1
 
     # ------------------------------------------------------------------ loading
 
@@ -181,15 +188,11 @@ class DiffusionRenderer:
         if self._active_set and domain == self._active:
             return
         if domain not in self.options.lora:
-            mapped = ", ".join(sorted(self.options.lora)) or "none"
-            raise BadInput(
-                f"recipe: renderer.lora.{domain}: no LoRA adapter for domain {domain!r} (mapped: {mapped}); "
-                f"map it to a folder holding {LORA_FILE}, or to null to render it with the base model only"
-            )
+            raise self._unmapped(domain)
         source = self.sources().get(f"lora/{domain}")
         pipe = self.pipe
         first = not self._active_set
-        if first and not self._expect_many:
+        if first and self._single_domain:
             if source is not None:
                 self._load_adapter(domain, source)
                 pipe.fuse_lora(adapter_names=[domain])
@@ -209,6 +212,13 @@ class DiffusionRenderer:
                 pipe.enable_lora()
                 pipe.set_adapters([domain])
         self._active, self._active_set = domain, True
+
+    def _unmapped(self, domain: str) -> BadInput:
+        mapped = ", ".join(sorted(self.options.lora)) or "none"
+        return BadInput(
+            f"recipe: renderer.lora.{domain}: no LoRA adapter for domain {domain!r} (mapped: {mapped}); "
+            f"map it to a folder holding {LORA_FILE}, or to null to render it with the base model only"
+        )
 
     def _load_adapter(self, domain: str, source: ModelSource) -> None:
         if domain not in self._loaded:
