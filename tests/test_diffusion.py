@@ -366,3 +366,13 @@ def test_resume_after_sigkill_gives_identical_shards(tiny, rendered, tmp_path):
     assert [s["sha256"] for s in resumed["splits"]["train"]["shards"]] == [
         s["sha256"] for s in reference["splits"]["train"]["shards"]
     ]
+
+
+def test_mask_is_resized_nearest_to_a_binary_conditioning_image():
+    from busforge.renderers.diffusion import _mask_rgb
+
+    mask = np.zeros((32, 32), dtype=bool)
+    mask[8:16, 4:20] = True
+    condition = _mask_rgb(mask, 64)
+    assert condition.shape == (64, 64, 3) and set(np.unique(condition)) == {0, 255}
+    assert np.array_equal(condition[:, :, 0] > 0, np.kron(mask, np.ones((2, 2), dtype=bool)))
