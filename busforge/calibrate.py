@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from busforge.errors import BadInput
-from busforge.shape_stats import STAT_NAMES, shape_stats
+from busforge.shape_stats import STAT_NAMES, STATS_VERSION, shape_stats
 
 PRIOR_FORMAT = "busforge-shape-prior"
 PRIOR_VERSION = 1
@@ -21,6 +21,8 @@ TABLE_LONGEST_SIDE = (24, 48, 96, 192, 384)  # lesion sizes simulated, pixels
 TABLE_DRAWS = 30
 TABLE_IMAGE_SIZE = 512
 TABLE_ASPECT = 1.6  # reference ellipse a / b
+CORRECTION_DRAWS = 300
+CORRECTION_SEED = 20250
 
 # BUSI names extra lesions of a case "<case>_mask_1.png", "<case>_mask_2.png".
 _CASE_PATTERN = re.compile(r"^(?P<case>.+?)_mask(?:_\d+)?$")
@@ -95,7 +97,34 @@ def collect_masks(mask_dirs: list[Path], pathology: str | None = None) -> dict[s
     return dict(files)
 
 
+def table_model() -> str:
+    """Identity of the sigma table: the shape model and the simulation settings."""
+    from busforge.shapes import SHAPE_MODEL
+
+    return (
+        f"{SHAPE_MODEL}|stats-v{STATS_VERSION}|sigma{list(TABLE_RELATIVE_SIGMA)}|px{list(TABLE_LONGEST_SIDE)}"
+        f"|aspect{TABLE_ASPECT}|draws{TABLE_DRAWS}|image{TABLE_IMAGE_SIZE}"
+    )
+
+
 def sigma_table() -> dict[str, list]:
+    """The simulated sigma table; the shipped prior's copy when it is still current.
+
+    The table depends on the shape model only, not on the masks, and simulating it
+    takes thousands of draws.
+    """
+    import json
+    from importlib import resources
+
+    shipped = resources.files("busforge").joinpath("priors", "busi.json")
+    if shipped.is_file():
+        table = json.loads(shipped.read_text()).get("sigma_table", {})
+        if table.get("model") == table_model():
+            return table
+    return simulate_sigma_table()
+
+
+def simulate_sigma_table(longest_sides: tuple[int, ...] = TABLE_LONGEST_SIDE) -> dict[str, list]:
     """Median statistics of masks drawn at each relative deformation strength and size.
 
     Rows are lesion sizes (longest side in pixels), columns relative sigmas: small
@@ -105,7 +134,7 @@ def sigma_table() -> dict[str, list]:
 
     centre = TABLE_IMAGE_SIZE / 2
     table: dict[str, list] = defaultdict(list)
-    for longest in TABLE_LONGEST_SIDE:
+    for longest in longest_sides:
         a, b = longest / 2, longest / 2 / TABLE_ASPECT
         rows = []
         for relative in TABLE_RELATIVE_SIGMA:
@@ -130,8 +159,9 @@ def sigma_table() -> dict[str, list]:
         table["aspect_gain"].append(aspect_gain)
         table["size_gain"].append(size_gain)
     return {
+        "model": table_model(),
         "relative_sigma": list(TABLE_RELATIVE_SIGMA),
-        "longest_side_px": list(TABLE_LONGEST_SIDE),
+        "longest_side_px": list(longest_sides),
         **table,
     }
 
@@ -176,7 +206,7 @@ def fit_prior(mask_dirs: list[Path], pathology: str | None = None, name: str = "
         }
     if not pathologies:
         raise BadInput(f"{', '.join(str(d) for d in mask_dirs)}: no mask PNGs found")
-    return {
+    prior = {
         "format": PRIOR_FORMAT,
         "version": PRIOR_VERSION,
         "name": name,
@@ -184,4 +214,36 @@ def fit_prior(mask_dirs: list[Path], pathology: str | None = None, name: str = "
         "length_unit": "fraction of sqrt(image height * width)",
         "pathologies": pathologies,
         "sigma_table": sigma_table(),
+    }
+    for label in pathologies:
+        pathologies[label]["corrections"] = closed_loop_corrections(prior, label)
+    return prior
+
+
+def closed_loop_corrections(prior: dict, pathology: str) -> dict[str, float]:
+    """Median shifts that make masks drawn from the prior match the data.
+
+    The sigma table holds medians of one reference shape; drawing the actual prior
+    shows what is left over in log(1 - solidity) and log(aspect), which sampling adds.
+    """
+    from busforge.priors import CalibratedPrior
+    from busforge.shapes import draw_mask
+
+    sampler = CalibratedPrior(prior, digest="fit", source="fit")
+    bins = sampler.size_bins(pathology)
+    size_range = (bins["small"][0], bins["large"][1])
+    rng = np.random.default_rng(CORRECTION_SEED)
+    drawn = []
+    for seed in range(CORRECTION_DRAWS):
+        params = sampler.sample(pathology, size_range, TABLE_IMAGE_SIZE, rng)
+        mask, _ = draw_mask(params, TABLE_IMAGE_SIZE, seed, size_range)
+        stats = shape_stats(mask)
+        drawn.append((np.log(max(1 - stats.solidity, 1e-4)), np.log(stats.aspect)))
+    drawn_roughness, drawn_aspect = np.median(np.array(drawn), axis=0)
+    real = prior["pathologies"][pathology]["stats"]
+    real_roughness = np.median(np.log(np.maximum(1 - np.asarray(real["solidity"]), 1e-4)))
+    real_aspect = np.median(np.log(real["aspect"]))
+    return {
+        "log_roughness": round(float(real_roughness - drawn_roughness), 6),
+        "log_aspect": round(float(real_aspect - drawn_aspect), 6),
     }

@@ -74,16 +74,16 @@ def _axes_for_box(half_w: float, half_h: float, angle: float) -> tuple[float, fl
 class BiradsPrior:
     """The textbook rule used by the paper.
 
-    Benign: wider than tall (a/b in [1.4, 2.2]), smooth (small sigma).
-    Malignant: taller than wide (b/a in [1.6, 2.2]), irregular (large sigma).
+    Benign: wider than tall (a/b in [1.4, 2.2]), smooth (sigma 1-4% of sqrt(a*b)).
+    Malignant: taller than wide (b/a in [1.7, 2.3]), irregular (sigma 8-15%).
     Angles stay within +-8 degrees so the wider/taller rule survives in the mask.
     """
 
     name = "birads"
     # (aspect a/b range, relative sigma range = sigma / sqrt(a*b))
     RULES = {
-        "benign": ((1.4, 2.2), (0.01, 0.06)),
-        "malignant": ((1 / 2.2, 1 / 1.6), (0.12, 0.2)),
+        "benign": ((1.4, 2.2), (0.01, 0.04)),
+        "malignant": ((1 / 2.3, 1 / 1.7), (0.08, 0.15)),
     }
     MAX_ANGLE = 8.0
 
@@ -147,8 +147,14 @@ class CalibratedPrior:
             label: np.array([entry["stats"][key] for key in self._stat_names], dtype=float).T
             for label, entry in data["pathologies"].items()
         }
+        # Closed-loop shifts found by drawing from the prior at fit time (fit_prior).
+        self._corrections = {
+            label: dict(entry.get("corrections", {})) for label, entry in data["pathologies"].items()
+        }
         table = data["sigma_table"]
-        self._table = {key: np.asarray(values, dtype=float) for key, values in table.items()}
+        self._table = {
+            key: np.asarray(values, dtype=float) for key, values in table.items() if key != "model"
+        }
 
     def identity(self) -> str:
         return f"calibrated:{self._digest}"
@@ -225,7 +231,11 @@ class CalibratedPrior:
         roughness = transformed["solidity"]
         centre = float(np.median(roughness))
         target = jitter("solidity", math.log(max(1 - row[column["solidity"]], 1e-4)))
-        solidity = 1 - math.exp(centre + self.SOLIDITY_SHRINK * (target - centre))
+        correction = self._corrections.get(pathology, {})
+        solidity = 1 - math.exp(
+            centre + self.SOLIDITY_SHRINK * (target - centre) + correction.get("log_roughness", 0.0)
+        )
+        log_aspect += correction.get("log_aspect", 0.0)
         cx = jitter("cx", row[column["cx"]])
         cy = jitter("cy", row[column["cy"]])
         angle = float(np.clip(rng.normal(0.0, self.ANGLE_SD), -3 * self.ANGLE_SD, 3 * self.ANGLE_SD))
@@ -284,10 +294,10 @@ def _parse_prior(text: str, source: str) -> CalibratedPrior:
             if np.asarray(table[key], dtype=float).shape != shape or min(shape) < 2:
                 raise KeyError(f"sigma_table.{key}")
         return CalibratedPrior(data, hashlib.sha256(text.encode()).hexdigest(), source)
-    except (KeyError, TypeError, ValueError) as error:
-        key = error.args[0] if isinstance(error, KeyError) and error.args else "?"
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        what = error.args[0] if isinstance(error, KeyError) and error.args else f"malformed content ({error})"
         raise BadInput(
-            f"{source}: {key}: missing or malformed; regenerate the prior with busforge calibrate"
+            f"{source}: {what}: missing or malformed; regenerate the prior with busforge calibrate"
         ) from None
 
 

@@ -5,6 +5,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import ndimage
 
+# Bump when a statistic is computed differently: calibrated tables depend on it.
+STATS_VERSION = 2
 STAT_NAMES = ("area", "aspect", "solidity", "circularity", "cx", "cy", "size")
 
 
@@ -54,31 +56,52 @@ def largest_component(mask: np.ndarray) -> np.ndarray:
     return (background != background[0, 0])[1:-1, 1:-1]
 
 
+def _convex_area(lesion: np.ndarray) -> float:
+    """Area of the convex hull of the lesion's pixel squares (corners of each row's end pixels)."""
+    from scipy.spatial import ConvexHull
+
+    rows = np.flatnonzero(lesion.any(axis=1))
+    filled = lesion[rows]
+    left = filled.argmax(axis=1)
+    right = filled.shape[1] - filled[:, ::-1].argmax(axis=1)
+    points = np.concatenate(
+        [
+            np.stack([rows, left], axis=1),
+            np.stack([rows + 1, left], axis=1),
+            np.stack([rows, right], axis=1),
+            np.stack([rows + 1, right], axis=1),
+        ]
+    ).astype(float)
+    return float(ConvexHull(points).volume)
+
+
 def shape_stats(mask: np.ndarray) -> ShapeStats | None:
     """Statistics of the largest component of a binary mask, or None if it is empty."""
-    from skimage.measure import perimeter, regionprops
+    from skimage.measure import perimeter
 
-    lesion = largest_component(np.asarray(mask) > 0)
-    if not lesion.any():
+    mask = np.asarray(mask) > 0
+    height, width = mask.shape
+    rows = np.flatnonzero(mask.any(axis=1))
+    if rows.size == 0:
         return None
-    height, width = lesion.shape
+    cols = np.flatnonzero(mask.any(axis=0))
+    # Work on the lesion's neighbourhood only; offsets bring positions back.
+    lesion = largest_component(np.pad(mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], 1))
+    top, left = rows[0] - 1, cols[0] - 1
     rows = np.flatnonzero(lesion.any(axis=1))
     cols = np.flatnonzero(lesion.any(axis=0))
     box_h = rows[-1] - rows[0] + 1
     box_w = cols[-1] - cols[0] + 1
     area = float(lesion.sum())
-    crop = lesion[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
-    padded = np.pad(crop, 1)
-    props = regionprops(padded.astype(np.uint8))[0]
-    edge = perimeter(padded)
+    edge = perimeter(lesion)
     circularity = 4.0 * np.pi * area / edge**2 if edge > 0 else 1.0
     scale = float(np.sqrt(height * width))
     return ShapeStats(
         area=area / (height * width),
-        aspect=box_w / box_h,
-        solidity=float(props.solidity),
+        aspect=float(box_w / box_h),
+        solidity=min(area / _convex_area(lesion), 1.0),
         circularity=float(min(circularity, 1.0)),
-        cx=(cols[0] + cols[-1] + 1) / 2 / width,
-        cy=(rows[0] + rows[-1] + 1) / 2 / height,
-        size=max(box_w, box_h) / scale,
+        cx=float((left + (cols[0] + cols[-1] + 1) / 2) / width),
+        cy=float((top + (rows[0] + rows[-1] + 1) / 2) / height),
+        size=float(max(box_w, box_h) / scale),
     )

@@ -21,7 +21,13 @@ FINE_POINTS = 13  # control points per axis of the finer roughness grid
 FINE_STRENGTH = 1.0  # roughness displacement / lobe displacement
 ROUGHNESS = 0.3  # edge jitter on the deformation lattice (< 0.5, soft-mask units)
 WORK_RES = 96  # most lattice samples a side where the deformation is computed
-MAX_ATTEMPTS = 12  # rescale attempts to bring the lesion size into range
+MAX_ATTEMPTS = 12
+# Everything above that changes which mask a (params, seed) gives: calibrated priors
+# record it, so their simulated sigma table is recomputed when it changes.
+SHAPE_MODEL = (
+    f"ellipse-elastic-v1:grid{GRID_POINTS}:fine{FINE_POINTS}x{FINE_STRENGTH}:rough{ROUGHNESS}"
+    f":lattice{WORK_RES}:margin{MARGIN_FACTOR}"
+)  # rescale attempts to bring the lesion size into range
 
 
 @dataclass(frozen=True)
@@ -66,17 +72,16 @@ def lesion_size(mask: np.ndarray) -> float:
     return float(longest) / mask.shape[1]
 
 
-def _interpolation_matrix(positions: np.ndarray, samples: int) -> np.ndarray:
-    """(len(positions), samples) matrix of linear interpolation at fractional sample positions."""
-    if samples == 1:
-        return np.ones((positions.size, 1), dtype=np.float32)
-    left = np.clip(positions.astype(np.int64), 0, samples - 2)
-    weight = (positions - left).astype(np.float32)
-    matrix = np.zeros((positions.size, samples), dtype=np.float32)
-    index = np.arange(positions.size)
-    matrix[index, left] = 1.0 - weight
-    matrix[index, left + 1] = weight
-    return matrix
+def _interpolate_rows(values: np.ndarray, positions: np.ndarray) -> np.ndarray:
+    """Linear interpolation of `values` along axis 0 at fractional row positions.
+
+    Element-wise on purpose: a BLAS product would be as short but stalls on busy machines.
+    """
+    if values.shape[0] == 1:
+        return np.repeat(values, positions.size, axis=0)
+    top = np.clip(positions.astype(np.int64), 0, values.shape[0] - 2)
+    weight = (positions - top).astype(np.float32)[:, None]
+    return values[top] * (1.0 - weight) + values[top + 1] * weight
 
 
 def _soft_ellipse(xs: np.ndarray, ys: np.ndarray, params: ShapeParams, ramp: float) -> np.ndarray:
@@ -153,11 +158,8 @@ def _deformed_crop(params: ShapeParams, grid: np.ndarray, seed: int) -> tuple[np
     pix_rows = np.arange(pix_row0, math.floor(row1 * step_y) + 1, dtype=np.float32) / np.float32(step_y)
     pix_cols = np.arange(pix_col0, math.floor(col1 * step_x) + 1, dtype=np.float32) / np.float32(step_x)
     window = soft[row0 : row1 + 1, col0 : col1 + 1]
-    upsampled = (
-        _interpolation_matrix(pix_rows - row0, row1 - row0 + 1)
-        @ window
-        @ _interpolation_matrix(pix_cols - col0, col1 - col0 + 1).T
-    )
+    upsampled = _interpolate_rows(window, pix_rows - row0)
+    upsampled = _interpolate_rows(upsampled.T, pix_cols - col0).T
     return upsampled >= 0.5, half_h - pix_row0, half_w - pix_col0
 
 
@@ -181,20 +183,18 @@ def displacement_grid(seed: int) -> np.ndarray:
     return (smooth + FINE_STRENGTH * fine).astype(np.float32)
 
 
-def _size_target(size: float, size_range: tuple[float, float], image_size: int) -> float:
+def _pixel_range(size_range: tuple[float, float], image_size: int) -> tuple[int, int]:
+    """Longest lesion sides in pixels that satisfy the size range and leave a free border."""
     low, high = size_range
-    inset = min(0.25 * (high - low), 2.0 / image_size)
-    return min(max(size, low + inset), high - inset)
-
-
-def _check_range(size_range: tuple[float, float], image_size: int) -> None:
-    low, high = size_range
-    if not (0.0 < low and high <= (image_size - 2) / image_size and high - low >= 2.0 / image_size):
+    low_px = max(math.ceil(low * image_size - 1e-9), 1)
+    high_px = math.floor(min(high * image_size, image_size - 2) + 1e-9)
+    if not 0 < low <= high or low_px > high_px:
         raise BadInput(
-            f"size_range: {size_range}: lesion size range must satisfy 0 < low, "
-            f"high <= {(image_size - 2) / image_size:.3f} and be at least 2 pixels wide "
-            f"({2.0 / image_size:.4f}) at image_size {image_size}"
+            f"size_range: {list(size_range)}: no lesion size fits at image_size {image_size}; "
+            f"give 0 < low <= high with at least one whole pixel in between "
+            f"(step {1 / image_size:.4f}) and low below {(image_size - 2) / image_size:.3f}"
         )
+    return low_px, high_px
 
 
 def draw_mask(
@@ -217,23 +217,20 @@ def draw_mask(
     Returns:
         The (image_size, image_size) boolean mask and the parameters used.
     """
-    _check_range(size_range, image_size)
+    low_px, high_px = _pixel_range(size_range, image_size)
+    inset = min(0.25 * (high_px - low_px), 2.0)
     if params.a <= 0 or params.b <= 0 or params.sigma < 0:
         raise BadInput(f"shape: {params}: a and b must be > 0 and sigma >= 0")
     grid = displacement_grid(seed)
-    low, high = size_range
     for _ in range(MAX_ATTEMPTS):
         crop, centre_row, centre_col = _deformed_crop(params, grid, seed)
         lesion = largest_component(crop)
         rows = np.flatnonzero(lesion.any(axis=1))
         cols = np.flatnonzero(lesion.any(axis=0))
-        if rows.size == 0:
-            size = 0.0
-        else:
-            size = max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1) / image_size
-        if low <= size <= high:
+        longest = 0 if rows.size == 0 else max(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1)
+        if low_px <= longest <= high_px:
             return _place(lesion, rows, cols, centre_row, centre_col, params, image_size)
-        scale = 2.0 if size == 0 else _size_target(size, size_range, image_size) / size
+        scale = 2.0 if longest == 0 else min(max(longest, low_px + inset), high_px - inset) / longest
         params = replace(params, a=params.a * scale, b=params.b * scale, sigma=params.sigma * scale)
     raise BadInput(
         f"size_range: {size_range}: could not draw a lesion of that size from {params} "
