@@ -24,6 +24,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("train", "busforge.commands.train:app"),
     ("models", "busforge.commands.models:app"),
     ("import", "busforge.commands.import_:import_"),
+    ("calibrate", "busforge.commands.calibrate:calibrate"),
 ]
 
 app = typer.Typer(
