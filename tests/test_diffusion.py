@@ -7,6 +7,7 @@ images agree to within GREY_TOLERANCE grey levels (measured: at most 1).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -137,6 +138,10 @@ def test_unknown_or_bad_options_are_one_line_errors(tiny):
         renderer(recipe, steps=0)
     with pytest.raises(BadInput, match=r"renderer\.batch_size: got 'big'; use a whole number"):
         renderer(recipe, batch_size="big")
+    with pytest.raises(BadInput, match=r"renderer\.dtype: fp16 on the CPU .*use fp32 or auto"):
+        renderer(recipe, dtype="fp16", device="cpu")
+    with pytest.raises(BadInput, match=r"renderer\.base: .*neither a local folder nor a Hub id"):
+        renderer(recipe, base=str(tiny / "no-such-folder"))
     with pytest.raises(BadInput, match=r"renderer\.controlnet: required"):
         from busforge.renderers.diffusion import DiffusionRenderer
 
@@ -184,6 +189,37 @@ def test_hub_model_in_cache_is_pinned_to_its_commit(tmp_path, monkeypatch):
     assert (source.pretrained, source.revision) == ("someone/tiny-sd", commit)
     with pytest.raises(BadInput, match=r"huggingface-cli download someone/other"):
         resolve_model("someone/other", "renderer.base", "model_index.json")
+
+
+def test_pinned_hub_revision_is_named_in_the_download_hint():
+    from busforge.models.weights import resolve_model
+
+    with pytest.raises(BadInput, match=r"huggingface-cli download someone/model --revision v1\.0`"):
+        resolve_model("someone/model@v1.0", "renderer.base", "model_index.json")
+
+
+def test_weight_hashes_are_cached_until_the_file_changes(tmp_path):
+    from busforge.models.weights import folder_sha256
+
+    folder = tmp_path / "weights"
+    folder.mkdir()
+    weights = folder / "model.safetensors"
+    weights.write_bytes(b"first")
+    (folder / "README.md").write_text("not part of the identity")
+    first = folder_sha256(folder)
+    cache_file = Path(os.environ["BUSFORGE_CACHE_DIR"]) / "weight-hashes.json"
+    cache = json.loads(cache_file.read_text())
+    assert cache["files"][str(weights.resolve())]["sha256"] == hashlib.sha256(b"first").hexdigest()
+
+    (folder / "README.md").write_text("edited")
+    assert folder_sha256(folder) == first
+    # Same size and mtime: the cached digest is trusted (that is what makes multi-GB weights cheap).
+    stat = weights.stat()
+    weights.write_bytes(b"fir5t")
+    os.utime(weights, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert folder_sha256(folder) == first
+    weights.write_bytes(b"changed")
+    assert folder_sha256(folder) != first
 
 
 def test_missing_model_offline_fails_before_rendering_with_exit_2(tiny, tmp_path):
