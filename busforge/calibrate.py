@@ -117,10 +117,12 @@ def sigma_table() -> dict[str, list]:
     from importlib import resources
 
     shipped = resources.files("busforge").joinpath("priors", "busi.json")
-    if shipped.is_file():
+    try:
         table = json.loads(shipped.read_text()).get("sigma_table", {})
-        if table.get("model") == table_model():
-            return table
+    except (OSError, ValueError):
+        table = {}
+    if table.get("model") == table_model():
+        return table
     return simulate_sigma_table()
 
 
