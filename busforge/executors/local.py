@@ -24,7 +24,7 @@ from busforge.dataset.card import render_card
 from busforge.dataset.features import dataset_features
 from busforge.dataset.manifest import MANIFEST, build_manifest, read_manifest
 from busforge.dataset.writer import ShardRecord, Staging
-from busforge.errors import BadInput
+from busforge.errors import BadInput, naming_file
 from busforge.executors.rows import encode_rows, prepare_items, render_rows
 from busforge.fingerprint import fingerprint
 from busforge.plan import Plan, SampleSpec, make_plan
@@ -226,6 +226,12 @@ def prepare(recipe: Recipe, limit: int | None = None) -> Prepared:
     renderer = make_renderer(
         recipe.renderer.backend, recipe.renderer.options, recipe.image_size, recipe.source
     )
+    expect_domains = getattr(renderer, "expect_domains", None)
+    if expect_domains is not None:  # the whole plan's domains, so a resumed run renders alike
+        try:
+            expect_domains({spec.domain for spec in plan.specs})
+        except BadInput as err:
+            raise naming_file(err, recipe.source) from None
     real_identity = {"real": {"fingerprint": mix.fingerprint, "ratio": mix.ratio}} if mix else {}
     fp = fingerprint(
         recipe.content(), renderer.identity(), shape_prior=plan.prior_identity, **real_identity, **limited

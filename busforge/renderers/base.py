@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from busforge.errors import BadInput
+from busforge.errors import BadInput, naming_file
 
 if TYPE_CHECKING:
     from busforge.plan import SampleSpec
@@ -60,7 +60,4 @@ def make_renderer(backend: str, options: dict[str, Any], image_size: int, source
     try:
         return renderer_class(backend)(options, image_size)
     except BadInput as err:
-        message = str(err)
-        if message.startswith("recipe:"):
-            raise BadInput(source + message.removeprefix("recipe")) from None
-        raise
+        raise naming_file(err, source) from None
