@@ -53,7 +53,7 @@ def _centre(fraction: float, half: float, image_size: int) -> float:
     low, high = half + 1.0, image_size - 1.0 - half
     if low >= high:
         return image_size / 2
-    return min(max(fraction * image_size, low), high)
+    return float(min(max(fraction * image_size, low), high))
 
 
 def _axes_for_box(half_w: float, half_h: float, angle: float) -> tuple[float, float, float]:
