@@ -171,3 +171,16 @@ def test_limit_renders_the_first_samples_of_the_same_plan(repo, tmp_path):
         for r in limited.cast_column("image", limited.features["image"].__class__(decode=False))
     ]
     assert verify_dataset(tmp_path / "quick") == []
+
+
+def test_rows_of_a_shard_are_grouped_by_domain_in_plan_order(repo, tmp_path):
+    import pyarrow.parquet as pq
+
+    recipe = load_recipe(repo / "recipes/demo.yaml", SMALL + ["domain={busi: 1, udiat: 1}"])
+    run_render(recipe, out_dir=tmp_path / "out", quiet=True)
+    for shard in sorted((tmp_path / "out/data").glob("train-*.parquet")):
+        table = pq.read_table(shard, columns=["domain", "sample_id"]).to_pylist()
+        keys = [(r["domain"], r["sample_id"]) for r in table]
+        assert keys == sorted(keys)
+    domains = pq.read_table(tmp_path / "out/data", columns=["domain"]).column("domain").to_pylist()
+    assert sorted(domains) == ["busi"] * 12 + ["udiat"] * 12

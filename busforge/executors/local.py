@@ -178,8 +178,15 @@ def shard_jobs(plan: Plan, per_shard: int, real_splits: dict[str, int]) -> list[
         ShardJob(SPLIT, i, total, real_rows=(i * per_shard, min(real_train, (i + 1) * per_shard)))
         for i in range(n_real)
     ]
+    # Within a shard rows are ordered by (domain, index): batches then hold one domain (one LoRA
+    # adapter) each, and the order is still a function of the plan alone.
     jobs += [
-        ShardJob(SPLIT, n_real + k, total, specs=plan.specs[k * per_shard : (k + 1) * per_shard])
+        ShardJob(
+            SPLIT,
+            n_real + k,
+            total,
+            specs=sorted(plan.specs[k * per_shard : (k + 1) * per_shard], key=lambda s: (s.domain, s.index)),
+        )
         for k in range(n_synth)
     ]
     if not jobs:  # an empty dataset still has its (empty) train shard
