@@ -357,7 +357,14 @@ def test_end_to_end_two_domains_load_dataset(rendered):
     recipe, outcome = rendered
     ds = datasets.load_dataset(str(outcome.out_dir), split="train")
     assert ds.features == dataset_features()
-    specs = make_plan(recipe).specs
+    # Rows follow the plan, ordered within each shard by (domain, index) so batches share a LoRA.
+    per_shard = recipe.output.rows_per_shard
+    planned = make_plan(recipe).specs
+    specs = [
+        spec
+        for start in range(0, len(planned), per_shard)
+        for spec in sorted(planned[start : start + per_shard], key=lambda s: (s.domain, s.index))
+    ]
     assert ds["prompt"] == [s.prompt for s in specs]
     assert ds["domain"] == [s.domain for s in specs] and set(ds["domain"]) == {"busi", "udiat"}
     assert ds["sample_id"] == [s.sample_id for s in specs] and ds["seed"] == [s.seed for s in specs]
