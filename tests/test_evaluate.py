@@ -20,9 +20,10 @@ from busforge.evaluate.features import (
     wheel_inception_path,
 )
 from busforge.evaluate.fid import fid, fid_direct, fid_fast, kid, scope_metrics
-from busforge.evaluate.run import iter_rows, split_files
+from busforge.evaluate.run import balance, iter_rows, split_files
+from busforge.evaluate.run import evaluate as run_evaluation
 from busforge.executors.local import run_render
-from busforge.recipe import load_recipe
+from busforge.recipe import load_recipe, recipe_from_dict
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -217,3 +218,109 @@ def test_wheel_inception_is_the_tf_fid_network_on_cpu(datasets: tuple[Path, Path
     assert feats.shape == (2, 2048)
     assert feats.min() >= 0  # pool3 averages ReLU outputs
     assert not np.allclose(feats[0], feats[1])
+
+
+def test_two_domain_render_balances_every_stratum_per_domain(tmp_path: Path) -> None:
+    recipe = load_recipe(
+        REPO / "recipes" / "demo.yaml", ["count=24", "image_size=64", "domain={busi: 1, udiat: 1}"]
+    )
+    out = run_render(recipe, out_dir=tmp_path / "two", quiet=True).out_dir
+    metrics, _ = run_evaluation(out, None, split="test", extractor=None, cache=None, quiet=True)
+    table = metrics["balance"]["strata"]
+    assert metrics["balance"]["key"] == "domain/pathology/size_bin/echogenicity/boundary"
+    assert {key.split("/")[0] for key in table} == {"busi", "udiat"}
+    assert all(v["planned"] == v["realised"] for v in table.values()), table
+    assert metrics["balance"]["max_abs_diff"] == 0
+    assert sum(v["realised"] for v in table.values()) == 24
+    # A manifest whose strata carry no domain (older renders) is compared over domains summed.
+    manifest = json.loads((out / "busforge.json").read_text())
+    legacy = [{k: v for k, v in s.items() if k != "domain"} for s in manifest["strata"]]
+    realised = metrics_counter(table)
+    old = balance({"strata": legacy}, realised)
+    assert old["key"] == "pathology/size_bin/echogenicity/boundary"
+    assert old["max_abs_diff"] == 0
+    assert sum(v["planned"] for v in old["strata"].values()) == 24
+
+
+def metrics_counter(table: dict[str, dict[str, int]]):
+    from collections import Counter
+
+    return Counter({tuple(key.split("/")): v["realised"] for key, v in table.items()})
+
+
+def test_evaluate_without_reference_reports_masks_and_balance_only(
+    tmp_path: Path, datasets: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An extractor that does not exist: building it would fail, so this also shows none is built.
+    monkeypatch.setenv("BUSFORGE_EVAL_FEATURES", "resnet")
+    out, cache = tmp_path / "eval", tmp_path / "c.sqlite"
+    result = runner.invoke(
+        app, ["evaluate", str(datasets[0]), "--out", str(out), "--cache", str(cache), "--quiet"]
+    )
+    assert result.exit_code == 0, result.output
+    assert not cache.exists()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["image"] is None
+    assert metrics["protocol"]["reference"] is None
+    assert metrics["balance"]["max_abs_diff"] == 0
+    area = metrics["shape"]["benign"]["area"]
+    assert area["n_generated"] >= 2 and area["q1"] <= area["median"] <= area["q3"]
+    page = (out / "report.html").read_text()
+    assert "No reference dataset was given" in page and "--reference data/real/NAME" in page
+    assert "FID at floor N" not in page
+    assert page.count("data:image/png;base64,") >= 3  # contact sheet + 2 generated-only histogram panels
+    assert not re.search(r'(src|href)="(?!data:)', page)
+    # The environment picks the extractor once there is a reference.
+    with_reference = runner.invoke(app, ["evaluate", str(datasets[0]), "--reference", str(datasets[1]),
+                                         "--split", "train", "--out", str(out), "--no-cache", "--quiet"])  # fmt: skip
+    assert "unknown extractor 'resnet'" in str(with_reference.exception)  # BadInput: exit 2 from main()
+
+
+def test_evaluate_missing_explicit_reference_is_one_line(tmp_path: Path, datasets: tuple[Path, Path]) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "from busforge.cli import main; main()", "evaluate", str(datasets[0]),
+         "--reference", str(tmp_path / "nowhere"), "--features", "tiny", "--out", str(tmp_path / "o"), "--quiet"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "nowhere" in done.stderr and "Traceback" not in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_mixed_dataset_is_compared_with_its_real_data_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from real_fixtures import make_folder_dataset
+
+    from busforge.dataset.real import import_real
+
+    make_folder_dataset(tmp_path / "src", {"benign": 10, "malignant": 6}, seed=4)
+    real = tmp_path / "real"
+    import_real("folder", tmp_path / "src", real, workers=1)
+    recipe = recipe_from_dict(
+        {"name": "mix", "count": 9, "image_size": 64, "shape_prior": "birads", "pathology": "match_real",
+         "real": {"dataset": str(real), "ratio": "1:2"}},
+        "mix.yaml",
+    )  # fmt: skip
+    mixed = run_render(recipe, out_dir=tmp_path / "mixed", quiet=True).out_dir
+    monkeypatch.setenv("BUSFORGE_EVAL_FEATURES", "tiny")
+    out = tmp_path / "eval"
+    result = runner.invoke(app, ["evaluate", str(mixed), "--out", str(out), "--no-cache", "--quiet"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    real_splits = json.loads((real / "busforge.json").read_text())["splits"]
+    assert metrics["protocol"]["reference"] == str(real)
+    assert metrics["protocol"]["reference_split"] == "test"
+    assert "tiny-stats" in metrics["protocol"]["features"]
+    overall = metrics["image"]["overall"]
+    assert overall["n_reference"] == real_splits["test"]["rows"]
+    assert overall["n_generated"] == 2 * real_splits["train"]["rows"]  # synthetic rows only
+    assert overall["floor_method"] == "other real splits vs reference"
+    assert overall["fid"] >= 0 and overall["floor_fid"] >= 0
+    assert "benign" in metrics["shape"] and "ks" in metrics["shape"]["benign"]["area"]
+    assert metrics["balance"]["max_abs_diff"] == 0
+    page = (out / "report.html").read_text()
+    assert f"Reference: {real}, the real dataset" in page

@@ -1,4 +1,9 @@
-"""`busforge evaluate DATASET --reference REAL`: FID/KID with a real floor, shape fidelity, balance, report."""
+"""`busforge evaluate DATASET [--reference REAL]`: FID/KID with a real floor, shape fidelity, balance, report.
+
+Without --reference, a dataset rendered with a `real:` block is compared with that real data; any
+other dataset gets the mask statistics and balance only (no feature extraction), so the command
+works as a DVC stage right after `render` in a clone without real data.
+"""
 
 from __future__ import annotations
 
@@ -18,14 +23,24 @@ def default_cache() -> Path:
 
 def evaluate(
     dataset: Annotated[Path, typer.Argument(help="Generated dataset folder, e.g. data/out.")],
-    reference: Annotated[Path, typer.Option(help="Reference (real) dataset folder, e.g. data/real/busi.")],
+    reference: Annotated[
+        Path | None,
+        typer.Option(
+            help="Reference (real) dataset folder, e.g. data/real/busi (default: the real dataset a mixed "
+            "DATASET was rendered with; none otherwise, and then no FID/KID/KS)."
+        ),
+    ] = None,
     split: Annotated[str, typer.Option(help="Split of the reference to compare against.")] = "test",
     out: Annotated[
         Path | None,
         typer.Option(help="Folder for metrics.json and report.html (default: DATASET/evaluation)."),
     ] = None,
     features: Annotated[
-        str, typer.Option(help="Feature extractor: inception (FID Inception-v3) or tiny (tests, smoke runs).")
+        str,
+        typer.Option(
+            envvar="BUSFORGE_EVAL_FEATURES",
+            help="Feature extractor: inception (FID Inception-v3) or tiny (tests, smoke runs).",
+        ),
     ] = "inception",
     inception: Annotated[
         Path | None,
@@ -43,21 +58,42 @@ def evaluate(
     """Compare DATASET's synthetic images and masks with a reference split; write metrics.json and report.html."""
     from busforge.evaluate.features import FeatureCache, make_extractor
     from busforge.evaluate.report import write_metrics, write_report
+    from busforge.evaluate.run import default_reference
     from busforge.evaluate.run import evaluate as run_evaluation
 
-    extractor = make_extractor(features, inception)
-    feature_cache = FeatureCache(None if no_cache else (cache or default_cache()))
+    if reference is None:
+        reference, reference_note = default_reference(dataset)
+        if reference is None:
+            typer.echo(f"warning: {reference_note}", err=True)
+    else:
+        reference_note = f"Reference: {reference} (--reference)."
+    # Feature extraction is the slow part and only serves the comparison with a reference.
+    extractor = make_extractor(features, inception) if reference is not None else None
+    feature_cache = (
+        FeatureCache(None if no_cache else (cache or default_cache())) if reference is not None else None
+    )
     try:
         metrics, details = run_evaluation(
             dataset, reference, split=split, extractor=extractor, cache=feature_cache, seed=seed, quiet=quiet
         )
     finally:
-        feature_cache.close()
+        if feature_cache is not None:
+            feature_cache.close()
     out_dir = out or dataset / "evaluation"
     metrics_path = write_metrics(out_dir, metrics)
-    report_path = write_report(out_dir, metrics, details, dataset, reference)
-    overall = metrics["image"]["overall"]
-    floor = overall.get("floor_fid")
-    floor_text = f" (real-vs-real floor {floor:.2f} at N={overall['floor_n']})" if floor is not None else ""
-    typer.echo(f"{dataset}: FID {overall['fid']:.2f}{floor_text}, KID {overall['kid_mean']:.4f}")
+    report_path = write_report(out_dir, metrics, details, dataset, reference, reference_note=reference_note)
+    balance = f"balance max |planned - realised| {metrics['balance']['max_abs_diff']}"
+    if metrics["image"] is None:
+        typer.echo(
+            f"{dataset}: no reference; {len(details['generated'].pathology)} synthetic rows, {balance}"
+        )
+    else:
+        overall = metrics["image"]["overall"]
+        floor = overall.get("floor_fid")
+        floor_text = (
+            f" (real-vs-real floor {floor:.2f} at N={overall['floor_n']})" if floor is not None else ""
+        )
+        typer.echo(
+            f"{dataset}: FID {overall['fid']:.2f}{floor_text}, KID {overall['kid_mean']:.4f}, {balance}"
+        )
     typer.echo(f"wrote {metrics_path} and {report_path}")

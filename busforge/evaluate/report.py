@@ -51,7 +51,8 @@ def _sheet(dataset: Path, split: str) -> str | None:
 
 
 def histograms(generated: ShapeSamples, reference: ShapeSamples, pathology: str) -> str:
-    """One PNG (as a data URI) with a histogram per mask statistic, generated over reference."""
+    """One PNG (as a data URI) with a histogram per mask statistic, generated over reference
+    (generated alone when REFERENCE is empty)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,62 +115,92 @@ def image_table(image: dict[str, dict[str, Any]]) -> str:
     )  # fmt: skip
 
 
+def shape_section(shape: dict[str, Any], has_reference: bool) -> str:
+    if has_reference:
+        rows = [
+            [pathology, name, s["ks"], s["p_value"], s["n_generated"], s["n_reference"]]
+            for pathology, stats in shape.items()
+            for name, s in stats.items()
+        ]
+        return "<h2>Shape fidelity (two-sample KS of mask statistics)</h2>" + _table(
+            ["pathology", "statistic", "KS", "p-value", "N generated", "N reference"], rows
+        )
+    rows = [
+        [pathology, name, s["n_generated"], s["mean"], s["std"], s["q1"], s["median"], s["q3"]]
+        for pathology, stats in shape.items()
+        for name, s in stats.items()
+    ]
+    return "<h2>Mask statistics of the generated lesions (no reference to compare with)</h2>" + _table(
+        ["pathology", "statistic", "N generated", "mean", "std", "25%", "median", "75%"], rows
+    )
+
+
 def write_report(
     out_dir: Path,
     metrics: dict[str, Any],
     details: dict[str, Any],
     dataset: Path,
-    reference: Path,
+    reference: Path | None,
+    reference_note: str = "",
 ) -> Path:
-    """The self-contained HTML report: protocol, metrics, contact sheets, shape histograms, balance."""
+    """The self-contained HTML report: protocol, metrics, contact sheets, shape histograms, balance.
+
+    Without a REFERENCE it says so (REFERENCE_NOTE: why, and how to give one) and shows the
+    generated masks alone.
+    """
     protocol = "".join(
         f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in metrics["protocol"].items()
     )
-    shape_rows = [
-        [pathology, name, s["ks"], s["p_value"], s["n_generated"], s["n_reference"]]
-        for pathology, stats in metrics["shape"].items()
-        for name, s in stats.items()
-    ]
+    balance = metrics["balance"]
     balance_rows = [
         [key, v["planned"], v["realised"], v["realised"] - v["planned"]]
-        for key, v in metrics["balance"]["strata"].items()
+        for key, v in balance["strata"].items()
     ]
     generated, ref_set = details["generated"], details["reference"]
     hist = "".join(
         f'<img alt="{html.escape(p)} mask statistics" src="{histograms(generated.shapes, ref_set.shapes, p)}">'
         for p in sorted(set(generated.shapes.pathologies()) | set(ref_set.shapes.pathologies()))
     )
+    sheet_sources = [("generated", dataset, details["generated_splits"])]
+    if reference is not None:
+        sheet_sources.append(("reference", reference, [metrics["protocol"]["reference_split"]]))
     sheets = []
-    for label, folder, splits in (
-        ("generated", dataset, details["generated_splits"]),
-        ("reference", reference, [metrics["protocol"]["reference_split"]]),
-    ):
+    for label, folder, splits in sheet_sources:
         for split in splits:
             uri = _sheet(folder, split)
             if uri:
                 sheets.append(
                     f'<h3>{label}: {html.escape(str(folder))} ({split})</h3><img alt="{label}" src="{uri}">'
                 )
+    extraction = f"Features computed: {details['features_computed']}, read from the cache: {details['features_cached']}."
+    if reference is None:
+        intro = f'<p class="missing"><b>{html.escape(reference_note)}</b></p>'
+        image_section = "<h2>Image metrics (FID / KID)</h2><p>None: no reference dataset.</p>"
+    else:
+        intro = (
+            f"<p>{html.escape(reference_note or f'Reference: {reference}.')} Split "
+            f"<code>{html.escape(metrics['protocol']['reference_split'])}</code>. {extraction}</p>"
+        )
+        image_section = f"""<p class="note">FID is biased upward at small N and depends on the protocol (features,
+resolution, resize filter, N). Read each FID against the real-vs-real floor beside it: the FID that real images
+of the same dataset reach against the reference at the same N. "FID at floor N" is the generated set subsampled
+to that N.</p>
+<h2>Image metrics (FID / KID)</h2>{image_table(metrics["image"])}"""
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>busforge evaluation: {html.escape(dataset.name)}</title>
 <style>
 body{{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}} table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} th{{background:#eee}} img{{max-width:100%}}
-.note{{color:#555;max-width:60em}}
+.note{{color:#555;max-width:60em}} .missing{{background:#fff4d6;padding:.6em;max-width:60em}}
 </style></head><body>
 <h1>Evaluation of {html.escape(str(dataset))}</h1>
-<p>Reference: {html.escape(str(reference))}, split <code>{html.escape(metrics["protocol"]["reference_split"])}</code>.
-Features computed: {details["features_computed"]}, read from the cache: {details["features_cached"]}.</p>
+{intro}
 <h2>Protocol</h2><ul>{protocol}</ul>
-<p class="note">FID is biased upward at small N and depends on the protocol (features, resolution, resize filter,
-N). Read each FID against the real-vs-real floor beside it: the FID that real images of the same dataset
-reach against the reference at the same N. "FID at floor N" is the generated set subsampled to that N.</p>
-<h2>Image metrics (FID / KID)</h2>{image_table(metrics["image"])}
-<h2>Shape fidelity (two-sample KS of mask statistics)</h2>
-{_table(["pathology", "statistic", "KS", "p-value", "N generated", "N reference"], shape_rows)}
+{image_section}
+{shape_section(metrics["shape"], reference is not None)}
 {hist}
 <h2>Attribute balance (planned vs realised generated rows)</h2>
-{_table(["pathology/size/echogenicity/boundary", "planned", "realised", "difference"], balance_rows)}
+{_table([balance.get("key", "stratum"), "planned", "realised", "difference"], balance_rows)}
 <h2>Contact sheets</h2>{"".join(sheets)}
 </body></html>
 """

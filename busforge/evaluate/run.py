@@ -1,7 +1,8 @@
 """`busforge evaluate`: stream two datasets, extract (cached) features and mask statistics, compute metrics.
 
 Rows are read from parquet one batch at a time; only features (a few KB per image) and mask
-statistics are kept in memory.
+statistics are kept in memory. Without a reference only the generated masks and the attribute
+balance are evaluated, and no image is decoded or passed through a network.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 from busforge.dataset.features import PATHOLOGY_NAMES, SOURCE_NAMES
-from busforge.dataset.manifest import read_manifest
+from busforge.dataset.manifest import MANIFEST, read_manifest
 from busforge.errors import BadInput
 from busforge.evaluate.features import (
     RESIZE_FILTER,
@@ -28,8 +29,14 @@ from busforge.evaluate.features import (
 from busforge.evaluate.fid import KID_SUBSET_SIZE, KID_SUBSETS, scope_metrics
 from busforge.evaluate.shape_fidelity import ShapeSamples, mask_shape, shape_fidelity
 
-STRATUM = ("pathology", "size_bin", "echogenicity", "boundary")
+# A render plan's stratum; recipes may weight several domains, so domain is part of it.
+STRATUM = ("domain", "pathology", "size_bin", "echogenicity", "boundary")
 BATCH_ROWS = 16
+NO_REFERENCE_HINT = (
+    "give one with `busforge evaluate DATASET --reference data/real/NAME` (an imported real dataset, "
+    "e.g. from `busforge import busi SRC --out data/real/busi`); a dataset rendered with a `real:` "
+    "block is compared with its real data by default"
+)
 
 
 @dataclass
@@ -39,7 +46,7 @@ class ImageSet:
     features: list[np.ndarray] = field(default_factory=list)
     pathology: list[str] = field(default_factory=list)
     shapes: ShapeSamples = field(default_factory=ShapeSamples)
-    strata: Counter = field(default_factory=Counter)
+    strata: Counter = field(default_factory=Counter)  # keyed by the values of STRATUM
 
     def matrix(self, num_features: int) -> np.ndarray:
         return np.concatenate(self.features) if self.features else np.zeros((0, num_features), np.float32)
@@ -56,29 +63,50 @@ def iter_rows(files: list[Path], columns: list[str]) -> Iterator[list[dict[str, 
             yield batch.to_pylist()
 
 
+def default_reference(dataset: Path) -> tuple[Path | None, str]:
+    """The reference to use when none is given: the real dataset a mixed DATASET was rendered with.
+
+    Returns:
+        (path or None, a sentence saying where the reference came from or why there is none).
+    """
+    real = read_manifest(dataset).get("real") or {}
+    if "dataset" not in real:
+        return None, (
+            f"No reference dataset was given, so there are no FID, KID or shape KS statistics; {NO_REFERENCE_HINT}."
+        )
+    path = Path(real["dataset"])
+    if not (path / MANIFEST).is_file():
+        return None, (
+            f"{dataset} was mixed with the real dataset {path}, which is not there (from {Path.cwd()}), "
+            f"so there are no FID, KID or shape KS statistics; {NO_REFERENCE_HINT}."
+        )
+    return path, f"Reference: {path}, the real dataset {dataset} was mixed with ({MANIFEST} real.dataset)."
+
+
 def collect(
     files: list[Path],
-    extractor: FeatureExtractor,
-    cache: FeatureCache,
+    extractor: FeatureExtractor | None,
+    cache: FeatureCache | None,
     counts: ExtractionCounts,
     progress: Any,
     *,
     synthetic_only: bool,
     with_shapes: bool,
 ) -> ImageSet:
-    columns = ["image", "mask", "source", *STRATUM]
+    """Features (only with an extractor), pathologies, strata and (optionally) mask statistics of FILES."""
+    columns = [*(["image"] if extractor is not None else []), "mask", "source", *STRATUM]
     out = ImageSet()
     for rows in iter_rows(files, columns):
         if synthetic_only:
             rows = [r for r in rows if SOURCE_NAMES[r["source"]] == "synthetic"]
-        if rows:
+        if rows and extractor is not None:
             out.features.append(
                 extract_features([r["image"]["bytes"] for r in rows], extractor, cache, counts)
             )
         for row in rows:
             pathology = PATHOLOGY_NAMES[row["pathology"]]
             out.pathology.append(pathology)
-            out.strata[(pathology, row["size_bin"], row["echogenicity"], row["boundary"])] += 1
+            out.strata[tuple(pathology if k == "pathology" else row[k] for k in STRATUM)] += 1
             if with_shapes:
                 out.shapes.add(pathology, mask_shape(row["mask"]["bytes"]))
         progress.update(len(rows))
@@ -86,18 +114,44 @@ def collect(
 
 
 def balance(manifest: dict[str, Any], realised: Counter) -> dict[str, Any]:
-    """Planned (manifest strata) vs realised counts of generated rows, keyed by stratum."""
-    table: dict[str, dict[str, int]] = {}
-    planned_keys = set()
-    for stratum in manifest.get("strata", []):
-        key = tuple(stratum[k] for k in STRATUM)
-        planned_keys.add(key)
-        table["/".join(key)] = {"planned": int(stratum["count"]), "realised": int(realised.get(key, 0))}
+    """Planned (manifest strata) vs realised counts of generated rows, keyed by stratum.
+
+    REALISED is keyed by the values of STRATUM. Manifests written before strata carried a domain
+    are compared without it (realised counts summed over domains).
+    """
+    strata = manifest.get("strata", [])
+    names = STRATUM if all("domain" in s for s in strata) else tuple(k for k in STRATUM if k != "domain")
+    realised_by_key: Counter = Counter()
     for key, count in realised.items():
-        if key not in planned_keys:
-            table["/".join(str(k) for k in key)] = {"planned": 0, "realised": int(count)}
+        realised_by_key[tuple(v for k, v in zip(STRATUM, key, strict=True) if k in names)] += count
+    planned: Counter = Counter()
+    for stratum in strata:
+        planned[tuple(stratum[k] for k in names)] += int(stratum["count"])
+    table = {
+        "/".join(str(v) for v in key): {"planned": planned[key], "realised": int(realised_by_key[key])}
+        for key in [*planned, *(k for k in realised_by_key if k not in planned)]
+    }
     diffs = [abs(v["planned"] - v["realised"]) for v in table.values()]
-    return {"strata": table, "max_abs_diff": max(diffs, default=0)}
+    return {"key": "/".join(names), "strata": table, "max_abs_diff": max(diffs, default=0)}
+
+
+def shape_summary(shapes: ShapeSamples) -> dict[str, dict[str, dict[str, float]]]:
+    """Mean, spread and quartiles of each mask statistic, per pathology (no reference to compare with)."""
+    out: dict[str, dict[str, dict[str, float]]] = {}
+    for pathology in shapes.pathologies():
+        out[pathology] = {}
+        for name, values in shapes.values[pathology].items():
+            v = np.asarray(values, dtype=np.float64)
+            q1, median, q3 = np.quantile(v, [0.25, 0.5, 0.75])
+            out[pathology][name] = {
+                "n_generated": len(v),
+                "mean": float(v.mean()),
+                "std": float(v.std()),
+                "q1": float(q1),
+                "median": float(median),
+                "q3": float(q3),
+            }
+    return out
 
 
 def image_metrics(
@@ -116,15 +170,18 @@ def image_metrics(
 
 def evaluate(
     dataset: Path,
-    reference: Path,
+    reference: Path | None,
     *,
     split: str,
-    extractor: FeatureExtractor,
-    cache: FeatureCache,
+    extractor: FeatureExtractor | None,
+    cache: FeatureCache | None,
     seed: int = 0,
     quiet: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluate the generated rows of DATASET against the `split` rows of REFERENCE.
+
+    Without a REFERENCE (and then no extractor is needed) only the generated masks' statistics and
+    the attribute balance are computed; `image` is None and `shape` holds summary statistics.
 
     Returns:
         (metrics, details): metrics for metrics.json; details (shape samples, extraction counts)
@@ -133,38 +190,61 @@ def evaluate(
     from tqdm import tqdm
 
     manifest = read_manifest(dataset)
-    ref_manifest = read_manifest(reference)
-    if split not in ref_manifest["splits"]:
+    ref_manifest = read_manifest(reference) if reference is not None else {"splits": {}}
+    if reference is not None and split not in ref_manifest["splits"]:
         raise BadInput(
             f"{reference}: --split: no split {split!r}; it has {', '.join(sorted(ref_manifest['splits']))}"
         )
+    if reference is not None and extractor is None:
+        raise ValueError("a reference needs a feature extractor")
     gen_files = split_files(dataset, sorted(manifest["splits"]))
-    ref_files = split_files(reference, [split])
     other_splits = sorted(s for s in ref_manifest["splits"] if s != split)
-    pool_files = split_files(reference, other_splits)
     total = sum(info["rows"] for info in manifest["splits"].values()) + sum(
         info["rows"] for info in ref_manifest["splits"].values()
     )
     counts = ExtractionCounts()
     progress = tqdm(total=total, unit="img", desc="evaluate", disable=quiet, leave=False)
+    ref_set, pool = ImageSet(), ImageSet()
     try:
         generated = collect(
             gen_files, extractor, cache, counts, progress, synthetic_only=True, with_shapes=True
         )
-        ref_set = collect(
-            ref_files, extractor, cache, counts, progress, synthetic_only=False, with_shapes=True
-        )
-        pool = collect(
-            pool_files, extractor, cache, counts, progress, synthetic_only=False, with_shapes=False
-        )
+        if reference is not None:
+            ref_set = collect(
+                split_files(reference, [split]),
+                extractor,
+                cache,
+                counts,
+                progress,
+                synthetic_only=False,
+                with_shapes=True,
+            )
+            pool = collect(
+                split_files(reference, other_splits),
+                extractor,
+                cache,
+                counts,
+                progress,
+                synthetic_only=False,
+                with_shapes=False,
+            )
     finally:
         progress.close()
     if len(generated.pathology) < 2:
         raise BadInput(f"{dataset}: fewer than 2 synthetic rows; nothing to evaluate")
-    if len(ref_set.pathology) < 2:
+    if reference is not None and len(ref_set.pathology) < 2:
         raise BadInput(f"{reference}: split {split!r} has fewer than 2 rows; choose another --split")
-    metrics = {
-        "protocol": {
+    if reference is None:
+        protocol: dict[str, Any] = {
+            "features": None,
+            "reference": None,
+            "reference_split": None,
+            "dataset_fingerprint": manifest.get("fingerprint", ""),
+        }
+        image = None
+        shape = shape_summary(generated.shapes)
+    else:
+        protocol = {
             "features": extractor.identity,
             "preprocessing": RESIZE_FILTER,
             "reference": str(reference),
@@ -173,9 +253,13 @@ def evaluate(
             "fid": "torchmetrics FrechetInceptionDistance (float64); floor and matched-N by the exact low-rank formula",
             "kid": f"torchmetrics poly_mmd (degree 3), {KID_SUBSETS} subsets of up to {KID_SUBSET_SIZE}, seed {seed}",
             "dataset_fingerprint": manifest.get("fingerprint", ""),
-        },
-        "image": image_metrics(generated, ref_set, pool, extractor.num_features, seed),
-        "shape": shape_fidelity(generated.shapes, ref_set.shapes),
+        }
+        image = image_metrics(generated, ref_set, pool, extractor.num_features, seed)
+        shape = shape_fidelity(generated.shapes, ref_set.shapes)
+    metrics = {
+        "protocol": protocol,
+        "image": image,
+        "shape": shape,
         "balance": balance(manifest, generated.strata),
     }
     details = {
