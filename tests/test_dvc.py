@@ -1,8 +1,9 @@
-"""`dvc repro` in a fresh git repository renders params.yaml into data/out with count metrics."""
+"""`dvc repro` in a fresh git repository renders params.yaml into data/out with count metrics, then evaluates it."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -20,6 +21,20 @@ def run(cmd: list[str], cwd: Path, env: dict) -> subprocess.CompletedProcess:
     return result
 
 
+def dvc_env(tmp_path: Path) -> dict:
+    return {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        "BUSFORGE_EVAL_FEATURES": "tiny",  # the evaluate stage: no Inception in tests
+        "BUSFORGE_CACHE": str(tmp_path / "cache"),
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
+
+
 def test_dvc_repro_renders_and_reports_counts(repo, tmp_path):
     if shutil.which("dvc", path=str(Path(sys.executable).parent)) is None:
         pytest.skip("dvc is not installed beside this Python")
@@ -31,15 +46,7 @@ def test_dvc_repro_renders_and_reports_counts(repo, tmp_path):
     # Keep the test quick: fewer, smaller images, through the same params file DVC tracks.
     params = project / "params.yaml"
     params.write_text(params.read_text().replace("count: 200", "count: 12") + "image_size: 128\n")
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-    }
+    env = dvc_env(tmp_path)
     run(["git", "init", "-q"], project, env)
     run(["git", "add", "-A"], project, env)
     run(["git", "commit", "-qm", "init"], project, env)
@@ -49,12 +56,19 @@ def test_dvc_repro_renders_and_reports_counts(repo, tmp_path):
     metrics = json.loads((project / "metrics/render.json").read_text())
     assert metrics["rows"] == {"train": 12}
     assert sum(metrics["synthetic"]["pathology"].values()) == 12
-    assert "render" in (project / "dvc.lock").read_text()
+    lock = (project / "dvc.lock").read_text()
+    assert "render" in lock and "evaluate" in lock
+    # No real data in params.yaml: the evaluate stage reports balance and masks, no image metrics.
+    evaluation = json.loads((project / "metrics/evaluate/metrics.json").read_text())
+    assert evaluation["image"] is None and evaluation["protocol"]["reference"] is None
+    assert evaluation["balance"]["max_abs_diff"] == 0
+    assert "No reference dataset was given" in (project / "metrics/evaluate/report.html").read_text()
 
     again = run(["dvc", "repro"], project, env)
     assert "didn't change" in again.stdout or "up to date" in again.stdout.lower()
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project, env).stdout)
     assert shown[""]["data"]["metrics/render.json"]["data"]["rows"] == {"train": 12}
+    assert shown[""]["data"]["metrics/evaluate/metrics.json"]["data"]["balance"]["max_abs_diff"] == 0
 
     # An experiment changes a recipe key through DVC's own parameter mechanism.
     run(
@@ -82,15 +96,7 @@ def test_dvc_ratio_sweep_through_params(repo, tmp_path):
     params.write_text(params.read_text() + "image_size: 64\n")
     make_folder_dataset(tmp_path / "src", {"benign": 8, "malignant": 4}, seed=3)
     import_real("folder", tmp_path / "src", project / "data/real/busi", workers=1)
-    env = {
-        **os.environ,
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-        "DVC_NO_ANALYTICS": "1",
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@t",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@t",
-    }
+    env = dvc_env(tmp_path)
     (project / ".gitignore").write_text("/data/real/\n")
     run(["git", "init", "-q"], project, env)
     run(["git", "add", "-A"], project, env)
@@ -117,3 +123,10 @@ def test_dvc_ratio_sweep_through_params(repo, tmp_path):
     assert {s: n for s, n in metrics["rows"].items() if s != "train"} == {
         s: info["rows"] for s, info in real_splits.items() if s != "train"
     }
+    # The evaluate stage compares the synthetic rows with the real data the recipe mixed in.
+    evaluation = json.loads((project / "metrics/evaluate/metrics.json").read_text())
+    assert evaluation["protocol"]["reference"] == "data/real/busi"
+    overall = evaluation["image"]["overall"]
+    assert math.isfinite(overall["fid"]) and math.isfinite(overall["floor_fid"])
+    assert overall["n_generated"] == 2 * real_train
+    assert overall["n_reference"] == real_splits["test"]["rows"]
