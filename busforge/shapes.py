@@ -21,13 +21,13 @@ FINE_POINTS = 13  # control points per axis of the finer roughness grid
 FINE_STRENGTH = 1.0  # roughness displacement / lobe displacement
 ROUGHNESS = 0.3  # edge jitter on the deformation lattice (< 0.5, soft-mask units)
 WORK_RES = 96  # most lattice samples a side where the deformation is computed
-MAX_ATTEMPTS = 12
+MAX_ATTEMPTS = 12  # rescale attempts to bring the lesion size into range
 # Everything above that changes which mask a (params, seed) gives: calibrated priors
 # record it, so their simulated sigma table is recomputed when it changes.
 SHAPE_MODEL = (
     f"ellipse-elastic-v1:grid{GRID_POINTS}:fine{FINE_POINTS}x{FINE_STRENGTH}:rough{ROUGHNESS}"
     f":lattice{WORK_RES}:margin{MARGIN_FACTOR}"
-)  # rescale attempts to bring the lesion size into range
+)
 
 
 @dataclass(frozen=True)
