@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (the affinity mask where the OS has one, e.g. in containers)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def render(
@@ -22,7 +30,12 @@ def render(
     limit: Annotated[
         int | None, typer.Option(min=0, help="Render only the first N samples of the plan (a quick look).")
     ] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Parallel render processes (CPU renderers).")] = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0, help="Render processes for CPU renderers; 0 = one per CPU core. Bytes do not depend on it."
+        ),
+    ] = 0,
     force: Annotated[
         bool, typer.Option(help="Replace an output or staging folder of another recipe.")
     ] = False,
@@ -37,6 +50,7 @@ def render(
 
     overrides = list(set_ or []) + ([f"count={count}"] if count is not None else [])
     resolved = load_recipe(recipe, overrides)
+    workers = workers or available_cores()
     outcome = run_render(resolved, out_dir=out, workers=workers, force=force, quiet=quiet, limit=limit)
     if metrics is not None:
         from busforge.dataset.metrics import write_count_metrics
