@@ -56,6 +56,32 @@ def _centre(fraction: float, half: float, image_size: int) -> float:
     return float(min(max(fraction * image_size, low), high))
 
 
+def _placed(
+    a: float,
+    b: float,
+    angle: float,
+    half: tuple[float, float],
+    centre: tuple[float, float],
+    relative: float,
+    image_size: int,
+) -> ShapeParams:
+    """Ellipse parameters with the centre (image fractions) kept inside the image.
+
+    Args:
+        half: bounding-box half extents (x, y) in pixels.
+        centre: wanted centre (x, y) as fractions of the image side.
+        relative: sigma / sqrt(a * b).
+    """
+    return ShapeParams(
+        a=a,
+        b=b,
+        angle=angle,
+        cx=_centre(centre[0], half[0], image_size),
+        cy=_centre(centre[1], half[1], image_size),
+        sigma=relative * math.sqrt(a * b),
+    )
+
+
 def _axes_for_box(half_w: float, half_h: float, angle: float) -> tuple[float, float, float]:
     """Semi-axes whose rotated ellipse has the given bounding-box half extents.
 
@@ -111,15 +137,10 @@ class BiradsPrior:
         longest = float(rng.uniform(*size_range)) * image_size
         half_w, half_h = half_extents(aspect, 1.0, angle)
         scale = longest / (2 * max(half_w, half_h))
-        a, b = aspect * scale, scale
-        half_w, half_h = half_w * scale, half_h * scale
-        return ShapeParams(
-            a=a,
-            b=b,
-            angle=angle,
-            cx=_centre(float(rng.uniform()), half_w, image_size),
-            cy=_centre(float(rng.uniform()), half_h, image_size),
-            sigma=relative * math.sqrt(a * b),
+        # cx is drawn before cy: the order of the draws is part of the masks a seed gives.
+        cx, cy = float(rng.uniform()), float(rng.uniform())
+        return _placed(
+            aspect * scale, scale, angle, (half_w * scale, half_h * scale), (cx, cy), relative, image_size
         )
 
 
@@ -255,14 +276,7 @@ class CalibratedPrior:
             (longest / 2, longest / 2 / aspect) if aspect >= 1 else (longest / 2 * aspect, longest / 2)
         )
         a, b, angle = _axes_for_box(half_w, half_h, angle)
-        return ShapeParams(
-            a=a,
-            b=b,
-            angle=angle,
-            cx=_centre(cx, half_w, image_size),
-            cy=_centre(cy, half_h, image_size),
-            sigma=relative * math.sqrt(a * b),
-        )
+        return _placed(a, b, angle, (half_w, half_h), (cx, cy), relative, image_size)
 
 
 def _parse_prior(text: str, source: str) -> CalibratedPrior:

@@ -38,23 +38,26 @@ MIN_CONTRAST = 0.02  # floor of the sharpness denominator (a boundary with no co
 
 
 @dataclass(frozen=True)
-class Measures:
-    echo_heterogeneity: float
-    boundary_contrast: float
-    boundary_sharpness: float
+class _PerMeasure:
+    """One value for each of the three measures (module docstring)."""
 
-    def as_row(self) -> dict[str, float]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Thresholds:
     echo_heterogeneity: float
     boundary_contrast: float
     boundary_sharpness: float
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
+
+
+class Measures(_PerMeasure):
+    """The measures of one lesion."""
+
+    def as_row(self) -> dict[str, float]:
+        return self.as_dict()
+
+
+class Thresholds(_PerMeasure):
+    """Per-dataset thresholds, one per measure (`classify`, `choose_thresholds`)."""
 
 
 def measure(image: np.ndarray, mask: np.ndarray) -> Measures | None:

@@ -9,6 +9,8 @@ bits are near-duplicates, and groups are the connected components of that relati
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+
 import numpy as np
 
 HASH_SIDE = 32
@@ -29,8 +31,24 @@ def phash(image: np.ndarray) -> int:
 
 def duplicate_groups(hashes: list[int], max_distance: int = MAX_DISTANCE) -> list[list[int]]:
     """Groups (of 2 or more indices, each sorted, groups ordered by first index) of near-duplicates."""
-    n = len(hashes)
     values = np.array(hashes, dtype=np.uint64)
+
+    def near_pairs() -> Iterator[tuple[int, int]]:
+        for i in range(len(hashes) - 1):
+            # Vectorised Hamming distance from image i to all later ones.
+            distances = np.bitwise_count(values[i + 1 :] ^ values[i])
+            for j in np.flatnonzero(distances <= max_distance) + i + 1:
+                yield i, int(j)
+
+    return [group for group in connected_components(len(hashes), near_pairs()) if len(group) > 1]
+
+
+def connected_components(n: int, links: Iterable[tuple[int, int]]) -> list[list[int]]:
+    """Components of the graph on 0..n-1 with these links (union-find), singletons included.
+
+    Each component is sorted and they come ordered by their first index, whatever the order of
+    the links: a component's root is always its smallest index.
+    """
     parent = list(range(n))
 
     def find(i: int) -> int:
@@ -39,14 +57,11 @@ def duplicate_groups(hashes: list[int], max_distance: int = MAX_DISTANCE) -> lis
             i = parent[i]
         return i
 
-    for i in range(n - 1):
-        # Vectorised Hamming distance from image i to all later ones.
-        distances = np.bitwise_count(values[i + 1 :] ^ values[i])
-        for j in np.flatnonzero(distances <= max_distance) + i + 1:
-            root_i, root_j = find(i), find(int(j))
-            if root_i != root_j:
-                parent[max(root_i, root_j)] = min(root_i, root_j)
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        groups.setdefault(find(i), []).append(i)
-    return sorted((g for g in groups.values() if len(g) > 1), key=lambda g: g[0])
+    for i, j in links:
+        root_i, root_j = find(i), find(j)
+        if root_i != root_j:
+            parent[max(root_i, root_j)] = min(root_i, root_j)
+    components: dict[int, list[int]] = {}
+    for i in range(n):  # ascending, so each component is first met at its smallest index
+        components.setdefault(find(i), []).append(i)
+    return list(components.values())

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from busforge.dataset.dedup import connected_components
 from busforge.errors import BadInput
 from busforge.plan import largest_remainder
 
@@ -74,29 +75,14 @@ def make_splits(
 ) -> list[str]:
     """The split name of every item (same order as `items`)."""
     n = len(items)
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def union(i: int, j: int) -> None:
-        a, b = find(i), find(j)
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-
+    links: list[tuple[int, int]] = []
     first_of_patient: dict[str, int] = {}
     for i, item in enumerate(items):
         if item.patient is not None:
-            union(i, first_of_patient.setdefault(item.patient, i))
+            links.append((i, first_of_patient.setdefault(item.patient, i)))
     for group in duplicate_groups:
-        for j in group[1:]:
-            union(group[0], j)
-    units: dict[int, list[int]] = {}
-    for i in range(n):
-        units.setdefault(find(i), []).append(i)
+        links.extend((group[0], j) for j in group[1:])
+    ordered = connected_components(n, links)  # the units, ordered by their first case
 
     def stratum(i: int) -> str:
         return items[i].pathology or UNKNOWN
@@ -105,7 +91,6 @@ def make_splits(
     names = [s for s in SPLIT_ORDER if s in sizes]
     remaining = {p: dict(t) for p, t in targets.items()}
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(0x5911,)))
-    ordered = [units[k] for k in sorted(units)]
     shuffled = [ordered[i] for i in rng.permutation(len(ordered))]
     shuffled.sort(key=len, reverse=True)  # stable: big units first, otherwise the shuffled order
 

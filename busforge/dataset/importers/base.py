@@ -60,6 +60,20 @@ class Scan:
     skipped: list[Skip] = field(default_factory=list)
 
 
+def add_case(result: Scan, root: Path, image: Path, masks: tuple[Path, ...], **labels: str | None) -> None:
+    """Add the case of an image with its mask files, or skip the image when it has none.
+
+    Args:
+        root: the folder `original_file` (and the skip's file) is relative to.
+        labels: `sample_id`, `pathology` and any other `Case` fields.
+    """
+    rel = str(image.relative_to(root))
+    if not masks:
+        result.skipped.append(Skip(rel, "image without a mask"))
+        return
+    result.cases.append(Case(image=image, masks=masks, original_file=rel, **labels))
+
+
 class CaseError(Exception):
     """A case that cannot be imported (unreadable file, irreconcilable mask size): skipped."""
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from busforge.dataset.importers.base import Case, Scan, Skip, is_image_file, require_dir
+from busforge.dataset.importers.base import Scan, Skip, add_case, is_image_file, require_dir
 
 CLASSES = ("benign", "malignant", "normal")
 MASK_NAME = re.compile(r"^(?P<stem>.+?)_mask(?:_(?P<n>\d+))?$", re.IGNORECASE)
@@ -61,16 +61,5 @@ def scan_class(root: Path, folder: Path, pathology: str, result: Scan) -> None:
             for _, path in files:
                 result.skipped.append(Skip(str(path.relative_to(root)), "mask without an image"))
     for stem, image in images.items():
-        rel = str(image.relative_to(root))
-        if stem not in masks:
-            result.skipped.append(Skip(rel, "image without a mask"))
-            continue
-        result.cases.append(
-            Case(
-                sample_id=f"busi/{stem}",
-                image=image,
-                masks=tuple(path for _, path in sorted(masks[stem])),
-                pathology=pathology,
-                original_file=rel,
-            )
-        )
+        lesions = tuple(path for _, path in sorted(masks.get(stem, [])))
+        add_case(result, root, image, lesions, sample_id=f"busi/{stem}", pathology=pathology)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from busforge.dataset.importers.base import Case, Scan, Skip, is_image_file, require_dir
+from busforge.dataset.importers.base import Scan, Skip, add_case, is_image_file, require_dir
 
 IMAGE_NAME = re.compile(r"^test_image_(\d+)$", re.IGNORECASE)
 MASK_NAME = re.compile(r"^mask_(\d+)$", re.IGNORECASE)
@@ -36,17 +36,6 @@ def scan(src: Path, labels: Path | None = None) -> Scan:
         if n not in images:
             result.skipped.append(Skip(str(path.relative_to(root)), "mask without an image"))
     for n, image in sorted(images.items()):
-        rel = str(image.relative_to(root))
-        if n not in masks:
-            result.skipped.append(Skip(rel, "image without a mask"))
-            continue
-        result.cases.append(
-            Case(
-                sample_id=f"stu/{image.stem}",
-                image=image,
-                masks=(masks[n],),
-                pathology=None,
-                original_file=rel,
-            )
-        )
+        lesions = (masks[n],) if n in masks else ()
+        add_case(result, root, image, lesions, sample_id=f"stu/{image.stem}", pathology=None)
     return result
