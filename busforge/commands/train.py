@@ -6,8 +6,11 @@ effective batch stays the same (the gradient accumulation shrinks with the numbe
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -81,7 +84,57 @@ def _finish(run_training, run) -> None:
     typer.echo(f"{out}: trained model and model card (README.md) written")
 
 
+def _shared_options(
+    arch: Arch = "sd15",
+    dry_run: DryRun = False,
+    resolution: Resolution = 512,
+    batch_size: BatchSize = 8,
+    effective_batch: EffectiveBatch = 64,
+    epochs: Epochs = 200,
+    max_steps: MaxSteps = None,
+    learning_rate: LearningRate = 1e-4,
+    warmup_steps: Warmup = 500,
+    seed: Seed = 0,
+    mixed_precision: Precision = "auto",
+    gradient_checkpointing: GradCkpt = False,
+    checkpoint_every: CkptEvery = 500,
+    checkpoints_kept: CkptKept = 3,
+    resume: Resume = None,
+    prompt_template: Template = None,
+    validation_images: ValImages = 4,
+    validation_steps: ValSteps = 20,
+    num_workers: Workers = 2,
+    quiet: Quiet = False,
+) -> None:
+    """The options both trainers take after their own; only its signature is used."""
+
+
+def _with_shared_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Append `_shared_options`' parameters to the command's; it gets their values as `shared`."""
+    own = inspect.signature(command, eval_str=True)
+    shared = inspect.signature(_shared_options, eval_str=True).parameters
+
+    @functools.wraps(command)
+    def with_shared(**kwargs: Any) -> None:
+        values = {name: kwargs.pop(name) for name in shared}
+        command(**kwargs, shared=values)
+
+    params = [p for p in own.parameters.values() if p.name != "shared"] + list(shared.values())
+    with_shared.__signature__ = own.replace(parameters=params)
+    return with_shared
+
+
+def _run_fields(dataset: Path | None, out: Path | None, base: str, shared: dict[str, Any]) -> dict[str, Any]:
+    """The checked TrainingRun fields common to both trainers (the prompt template resolved)."""
+    fields = {k: v for k, v in shared.items() if k not in ("arch", "dry_run")}
+    fields["prompt_template"] = _check_common(
+        dataset, out, shared["mixed_precision"], shared["prompt_template"]
+    )
+    return {"dataset": dataset, "out": out, "base": base, **fields}
+
+
 @app.command("controlnet")
+@_with_shared_options
 def controlnet(
     dataset: Dataset = None,
     out: Out = None,
@@ -95,67 +148,26 @@ def controlnet(
     kl_alpha: Annotated[
         float, typer.Option(help="Weight of the VAE KL term; > 0 also trains the VAE encoder, 0 freezes it.")
     ] = 0.001,
-    arch: Arch = "sd15",
-    dry_run: DryRun = False,
-    resolution: Resolution = 512,
-    batch_size: BatchSize = 8,
-    effective_batch: EffectiveBatch = 64,
-    epochs: Epochs = 200,
-    max_steps: MaxSteps = None,
-    learning_rate: LearningRate = 1e-4,
-    warmup_steps: Warmup = 500,
-    seed: Seed = 0,
-    mixed_precision: Precision = "auto",
-    gradient_checkpointing: GradCkpt = False,
-    checkpoint_every: CkptEvery = 500,
-    checkpoints_kept: CkptKept = 3,
-    resume: Resume = None,
-    prompt_template: Template = None,
-    validation_images: ValImages = 4,
-    validation_steps: ValSteps = 20,
-    num_workers: Workers = 2,
-    quiet: Quiet = False,
+    *,
+    shared: dict[str, Any],
 ) -> None:
     """Train the mask-and-text ControlNet on DATASET's train split (paper §2.1)."""
-    if dry_run:
+    if shared["dry_run"]:
         from busforge.train.arch import controlnet_counts
 
+        arch = shared["arch"]
         counts = controlnet_counts(arch, train_unet=train_unet, train_vae_encoder=kl_alpha > 0)
         typer.echo(f"{arch} controlnet: {counts.describe()}")
         return
-    template = _check_common(dataset, out, mixed_precision, prompt_template)
+    fields = _run_fields(dataset, out, base, shared)
     from busforge.train.controlnet import ControlNetRun, train_controlnet
 
-    run = ControlNetRun(
-        dataset=dataset,
-        out=out,
-        base=base,
-        controlnet=init_controlnet,
-        train_unet=train_unet,
-        kl_alpha=kl_alpha,
-        resolution=resolution,
-        batch_size=batch_size,
-        effective_batch=effective_batch,
-        epochs=epochs,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        warmup_steps=warmup_steps,
-        seed=seed,
-        mixed_precision=mixed_precision,
-        gradient_checkpointing=gradient_checkpointing,
-        checkpoint_every=checkpoint_every,
-        checkpoints_kept=checkpoints_kept,
-        resume=resume,
-        prompt_template=template,
-        validation_images=validation_images,
-        validation_steps=validation_steps,
-        num_workers=num_workers,
-        quiet=quiet,
-    )
+    run = ControlNetRun(**fields, controlnet=init_controlnet, train_unet=train_unet, kl_alpha=kl_alpha)
     _finish(train_controlnet, run)
 
 
 @app.command("lora")
+@_with_shared_options
 def lora(
     dataset: Dataset = None,
     domain: Annotated[
@@ -167,70 +179,28 @@ def lora(
         str | None, typer.Option("--controlnet", help="The trained base ControlNet, frozen in place.")
     ] = None,
     rank: Annotated[int, typer.Option(help="LoRA rank r (paper: 2, 4, 8).")] = 8,
-    arch: Arch = "sd15",
-    dry_run: DryRun = False,
-    resolution: Resolution = 512,
-    batch_size: BatchSize = 8,
-    effective_batch: EffectiveBatch = 64,
-    epochs: Epochs = 200,
-    max_steps: MaxSteps = None,
-    learning_rate: LearningRate = 1e-4,
-    warmup_steps: Warmup = 500,
-    seed: Seed = 0,
-    mixed_precision: Precision = "auto",
-    gradient_checkpointing: GradCkpt = False,
-    checkpoint_every: CkptEvery = 500,
-    checkpoints_kept: CkptKept = 3,
-    resume: Resume = None,
-    prompt_template: Template = None,
-    validation_images: ValImages = 4,
-    validation_steps: ValSteps = 20,
-    num_workers: Workers = 2,
-    quiet: Quiet = False,
+    *,
+    shared: dict[str, Any],
 ) -> None:
     """Train a LoRA adapter for one domain, with the base ControlNet in place (paper §2.3)."""
     from busforge.train.lora import LoraRun, check_rank, train_lora
 
     check_rank(rank)
-    if dry_run:
+    if shared["dry_run"]:
         from busforge.train.arch import lora_counts, unet_counts
 
+        arch = shared["arch"]
         counts = lora_counts(arch, rank)
         full = unet_counts(arch)
         typer.echo(f"{arch} lora r={rank}: {counts.describe()}")
         typer.echo(f"  vs full UNet fine-tuning: {full:,} ({full / 1e6:.2f}M) trainable")
         return
-    template = _check_common(dataset, out, mixed_precision, prompt_template)
+    fields = _run_fields(dataset, out, base, shared)
     if not domain:
         raise BadInput(
             "train lora: --domain is missing; give the domain to adapt to (a `domain` of the dataset)"
         )
     if not base_controlnet:
         raise BadInput("train lora: --controlnet is missing; give the trained base ControlNet folder")
-    run = LoraRun(
-        dataset=dataset,
-        out=out,
-        domain=domain,
-        controlnet=base_controlnet,
-        base=base,
-        rank=rank,
-        resolution=resolution,
-        batch_size=batch_size,
-        effective_batch=effective_batch,
-        epochs=epochs,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        warmup_steps=warmup_steps,
-        seed=seed,
-        mixed_precision=mixed_precision,
-        gradient_checkpointing=gradient_checkpointing,
-        checkpoint_every=checkpoint_every,
-        checkpoints_kept=checkpoints_kept,
-        resume=resume,
-        prompt_template=template,
-        validation_images=validation_images,
-        validation_steps=validation_steps,
-        num_workers=num_workers,
-        quiet=quiet,
-    )
+    run = LoraRun(**fields, domain=domain, controlnet=base_controlnet, rank=rank)
     _finish(train_lora, run)

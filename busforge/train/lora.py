@@ -10,41 +10,18 @@ the diffusion renderer loads as `lora: {NAME: OUT}`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
 
-from busforge.recipe import DEFAULT_PROMPT
 from busforge.train.loop import TrainOutcome
+from busforge.train.run import TrainingRun
 
 LORA_FILE = "pytorch_lora_weights.safetensors"
 
 
-@dataclass(frozen=True)
-class LoraRun:
-    dataset: Path
-    out: Path
+@dataclass(frozen=True, kw_only=True)
+class LoraRun(TrainingRun):
     domain: str
     controlnet: str
-    base: str = "stable-diffusion-v1-5/stable-diffusion-v1-5"
     rank: int = 8
-    resolution: int = 512
-    batch_size: int = 8
-    effective_batch: int = 64
-    epochs: float = 200
-    max_steps: int | None = None
-    learning_rate: float = 1e-4
-    warmup_steps: int = 500
-    seed: int = 0
-    mixed_precision: str = "auto"
-    gradient_checkpointing: bool = False
-    checkpoint_every: int = 500
-    checkpoints_kept: int = 3
-    resume: str | None = None
-    prompt_template: str = DEFAULT_PROMPT
-    validation_images: int = 4
-    validation_steps: int = 20
-    num_workers: int = 2
-    quiet: bool = False
 
 
 def check_rank(rank: int) -> None:
@@ -57,31 +34,13 @@ def check_rank(rank: int) -> None:
 def train_lora(run: LoraRun) -> TrainOutcome:
     """Train the domain's adapter, save it in diffusers format with a model card; returns OUT."""
     from busforge.train.arch import lora_config
-    from busforge.train.card import write_card
-    from busforge.train.components import (
-        PromptEmbeddings,
-        dataset_identity,
-        load_base,
-        load_controlnet,
-        make_accelerator,
-        make_loader,
-        make_micro_step,
-        place,
-        validation_renders,
-        weight_dtype,
-    )
-    from busforge.train.controlnet import check_resolution
-    from busforge.train.data import TrainingSet, read_examples
-    from busforge.train.loop import LoopSettings, TrainingLoop, accumulation_for, plan_steps, settings_dict
-    from busforge.train.objective import DiffusionLoss
+    from busforge.train.components import load_base, load_controlnet, place, weight_dtype
+    from busforge.train.run import Session, check_resolution
 
     check_rank(run.rank)
     check_resolution(run.resolution)
-    train = read_examples(run.dataset, "train", run.prompt_template, domain=run.domain)
-    validation = _validation_examples(run.dataset, run.prompt_template, run.domain, train)
-    accelerator = make_accelerator(run.mixed_precision, run.seed)
-    accumulation = accumulation_for(run.effective_batch, run.batch_size, accelerator.num_processes)
-    steps = plan_steps(len(train), run.effective_batch, run.epochs, run.max_steps)
+    session = Session.open(run, domain=run.domain)
+    accelerator = session.accelerator
 
     # Heavy imports only once the inputs are known good: a bad input stays a one-line error.
     import torch
@@ -102,45 +61,9 @@ def train_lora(run: LoraRun) -> TrainOutcome:
             param.data = param.data.float()
     if run.gradient_checkpointing:
         base.unet.enable_gradient_checkpointing()
-    embeddings = PromptEmbeddings(base.text_encoder, base.tokenizer, train.prompts, device, frozen_dtype)
 
-    model = DiffusionLoss(base.unet, controlnet, base.vae, base.noise_scheduler, kl_alpha=0.0)
-    dataset = TrainingSet(train, run.resolution, controlnet.config.conditioning_channels)
-    settings = LoopSettings(
-        out_dir=run.out,
-        max_steps=steps,
-        micro_batch=run.batch_size,
-        accumulation=accumulation,
-        learning_rate=run.learning_rate,
-        warmup_steps=run.warmup_steps,
-        seed=run.seed,
-        checkpoint_every=run.checkpoint_every,
-        checkpoints_kept=run.checkpoints_kept,
-        resume=run.resume,
-        num_workers=run.num_workers,
-        quiet=run.quiet,
-        run_identity={
-            "trainer": "lora",
-            "dataset": dataset_identity(run.dataset),
-            "domain": run.domain,
-            "base": run.base,
-            "controlnet": run.controlnet,
-            "rank": run.rank,
-            "resolution": run.resolution,
-            "effective_batch": run.effective_batch,
-            "batch_size": run.batch_size,
-            "seed": run.seed,
-            "prompt_template": run.prompt_template,
-        },
-    )
-    loop = TrainingLoop(
-        accelerator,
-        model,
-        settings,
-        make_micro_step(embeddings, base.vae, base.noise_scheduler, run.resolution, device),
-        make_loader(dataset, run.seed, run.batch_size, accumulation, accelerator, run.num_workers),
-    )
-    result = loop.run()
+    identity = {"trainer": "lora", "domain": run.domain, "controlnet": run.controlnet, "rank": run.rank}
+    loop, result = session.fit(base, controlnet, 0.0, identity)
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -149,56 +72,24 @@ def train_lora(run: LoraRun) -> TrainOutcome:
         layers = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in layers.items()}
         StableDiffusionPipeline.save_lora_weights(run.out, unet_lora_layers=layers, safe_serialization=True)
         unet.eval()
-        with accelerator.autocast():
-            renders = validation_renders(
-                base,
-                unet,
-                controlnet,
-                validation,
-                run.resolution,
-                run.validation_images,
-                run.seed,
-                run.validation_steps,
-                device,
-            )
-        write_card(
-            run.out,
+        session.write_card(
+            loop,
+            result,
+            base,
+            unet,
+            controlnet,
             title=f"busforge LoRA adapter for domain {run.domain!r}",
             kind="lora",
-            base=run.base,
-            dataset=run.dataset,
-            dataset_id=dataset_identity(run.dataset),
-            examples=train,
             trains=f"UNet LoRA r={run.rank} on {', '.join(lora_targets())} ({loop.params_count:,} parameters)",
-            settings={**settings_dict(settings), **_run_fields(run), "accumulation": accumulation},
-            result=result,
-            renders=renders,
             usage=(
                 "renderer:\n  backend: diffusion\n"
                 f"  base: {run.base}\n  controlnet: {run.controlnet}\n  lora:\n    {run.domain}: {run.out}\n"
             ),
         )
-    accelerator.end_training()
-    return TrainOutcome(run.out, accelerator.unwrap_model(loop.model), result)
+    return session.finish(loop, result)
 
 
 def lora_targets() -> tuple[str, ...]:
     from busforge.train.arch import LORA_TARGETS
 
     return LORA_TARGETS
-
-
-def _validation_examples(dataset: Path, template: str, domain: str, train: Any) -> Any:
-    from busforge.errors import BadInput
-    from busforge.train.data import read_examples
-
-    try:
-        return read_examples(dataset, "validation", template, domain=domain)
-    except BadInput:
-        return train
-
-
-def _run_fields(run: Any) -> dict[str, Any]:
-    from dataclasses import asdict
-
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(run).items()}
