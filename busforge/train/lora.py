@@ -10,6 +10,7 @@ the diffusion renderer loads as `lora: {NAME: OUT}`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from busforge.train.loop import TrainOutcome
 from busforge.train.run import TrainingRun
@@ -22,6 +23,21 @@ class LoraRun(TrainingRun):
     domain: str
     controlnet: str
     rank: int = 8
+
+
+def seed_lora_init(unet: Any, rank: int, seed: int) -> None:
+    """Redraw the adapters' A matrices from a generator seeded with `seed`.
+
+    peft's "gaussian" init draws A ~ N(0, 1/r) from torch's global RNG (B starts at zero), so two
+    runs with the same --seed would start from different adapters; same distribution, our stream.
+    """
+    import torch
+
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, param in sorted(unet.named_parameters()):
+            if "lora_A" in name:
+                param.copy_(torch.randn(param.shape, generator=generator, dtype=torch.float32) / rank)
 
 
 def check_rank(rank: int) -> None:
@@ -56,6 +72,7 @@ def train_lora(run: LoraRun) -> TrainOutcome:
     for module in (base.unet, base.vae, controlnet):
         place(module, device, frozen_dtype)
     base.unet.add_adapter(lora_config(run.rank))
+    seed_lora_init(base.unet, run.rank, run.seed)
     for param in base.unet.parameters():
         if param.requires_grad:  # only the adapter; train it in fp32 under autocast
             param.data = param.data.float()
