@@ -35,7 +35,8 @@ def dvc_env(tmp_path: Path) -> dict:
     }
 
 
-def test_dvc_repro_renders_and_reports_counts(repo, tmp_path):
+def copy_project(repo: Path, tmp_path: Path) -> Path:
+    """The files a fresh clone has that DVC needs, in a new folder."""
     if shutil.which("dvc", path=str(Path(sys.executable).parent)) is None:
         pytest.skip("dvc is not installed beside this Python")
     project = tmp_path / "project"
@@ -43,6 +44,11 @@ def test_dvc_repro_renders_and_reports_counts(repo, tmp_path):
     for name in FILES:
         (project / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(repo / name, project / name)
+    return project
+
+
+def test_dvc_repro_renders_and_reports_counts(repo, tmp_path):
+    project = copy_project(repo, tmp_path)
     # Keep the test quick: fewer, smaller images, through the same params file DVC tracks.
     params = project / "params.yaml"
     params.write_text(params.read_text().replace("count: 200", "count: 12") + "image_size: 128\n")
@@ -85,13 +91,7 @@ def test_dvc_ratio_sweep_through_params(repo, tmp_path):
 
     from busforge.dataset.real import import_real
 
-    if shutil.which("dvc", path=str(Path(sys.executable).parent)) is None:
-        pytest.skip("dvc is not installed beside this Python")
-    project = tmp_path / "project"
-    shutil.copytree(repo / "recipes", project / "recipes")
-    for name in FILES:
-        (project / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(repo / name, project / name)
+    project = copy_project(repo, tmp_path)
     params = project / "params.yaml"
     params.write_text(params.read_text() + "image_size: 64\n")
     make_folder_dataset(tmp_path / "src", {"benign": 8, "malignant": 4}, seed=3)

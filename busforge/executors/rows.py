@@ -14,7 +14,7 @@ from busforge.plan import SampleSpec
 from busforge.renderers.base import Renderer, RenderItem
 from busforge.shapes import ShapeParams, draw_mask
 
-PNG_COMPRESS_LEVEL = 3  # PNG is lossless at every level; 3 is ~3x faster than 9 for ~5% more bytes
+PNG_COMPRESS_LEVEL = 1  # lossless at every level; on speckle, 1 is 2.5x faster than 3 for 4% more bytes
 
 
 def encode_png(array: np.ndarray) -> bytes:
