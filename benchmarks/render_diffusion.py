@@ -113,6 +113,7 @@ def make_inputs(model: Path, size: int, count: int):
         "renderer.steps=20",
         f"image_size={size}",
         f"count={count}",
+        "domain=busi",  # one domain, one fused adapter: the case the goal is about
     ]
     recipe = load_recipe(Path(__file__).resolve().parents[1] / PROMPT_RECIPE, overrides)
     # The busforge defaults, not the tiny recipe's test settings.
