@@ -7,6 +7,7 @@ the key path and what is allowed.
 
 from __future__ import annotations
 
+import copy
 import re
 import typing
 from pathlib import Path
@@ -251,8 +252,14 @@ class Recipe(StrictModel):
         unknown = sorted(set(v) - set(PATHOLOGIES))
         if unknown:
             raise ValueError(f"unknown pathology {unknown}; allowed: {', '.join(PATHOLOGIES)}")
+        # What a recipe leaves out keeps the clinical default, down to each attribute.
         defaults = _default_attributes()
-        return {p: v.get(p, defaults[p]) for p in PATHOLOGIES}
+        return {
+            p: defaults[p].model_copy(update={f: getattr(v[p], f) for f in v[p].model_fields_set})
+            if p in v
+            else defaults[p]
+            for p in PATHOLOGIES
+        }
 
     @field_validator("prompt_template")
     @classmethod
@@ -332,19 +339,43 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.split("."), load_yaml(raw) if raw.strip() else ""
 
 
+def default_at(path: list[str]) -> Any:
+    """The recipe's default value at a key path, as plain data (None where there is none)."""
+    field = Recipe.model_fields.get(path[0])
+    if field is None or field.is_required():
+        return None
+    node: Any = Recipe.model_construct().model_dump(mode="json").get(path[0])
+    for part in path[1:]:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
+
+
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set each `key.path=value`; a mapping the recipe leaves out starts from its default, so
+    `--set pathology.benign=0.7` changes one weight instead of dropping the others."""
     for text in overrides:
         path, value = parse_override(text)
         node = data
         for i, part in enumerate(path[:-1]):
             child = node.get(part)
             if child is None:
-                child = node[part] = {}
+                default = default_at(path[: i + 1])
+                child = node[part] = copy.deepcopy(default) if isinstance(default, dict) else {}
             if not isinstance(child, dict):
                 raise BadInput(f"--set {text}: {'.'.join(path[: i + 1])} is not a mapping")
             node = child
         node[path[-1]] = value
     return data
+
+
+def reject_ignored_count(recipe: Recipe, count: int | None) -> None:
+    """`--count` sets the synthetic count only without real data or with ratio 0:N; say so
+    rather than silently ignore it."""
+    if count is not None and recipe.real is not None and float(recipe.real.ratio.split(":")[0]) != 0:
+        raise BadInput(
+            f"{recipe.source}: --count: with real.ratio {recipe.real.ratio} the synthetic count is the ratio "
+            "times the real train rows; use --limit N for a quick run, or --set real.ratio=0:1 for synthetic only"
+        )
 
 
 def recipe_from_dict(data: Any, source: str = "<recipe>") -> Recipe:

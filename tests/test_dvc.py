@@ -27,7 +27,7 @@ def dvc_env(tmp_path: Path) -> dict:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
         "DVC_NO_ANALYTICS": "1",
         "BUSFORGE_EVAL_FEATURES": "tiny",  # the evaluate stage: no Inception in tests
-        "BUSFORGE_CACHE": str(tmp_path / "cache"),
+        "BUSFORGE_CACHE_DIR": str(tmp_path / "cache"),
         "GIT_AUTHOR_NAME": "t",
         "GIT_AUTHOR_EMAIL": "t@t",
         "GIT_COMMITTER_NAME": "t",

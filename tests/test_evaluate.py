@@ -324,3 +324,40 @@ def test_mixed_dataset_is_compared_with_its_real_data_by_default(
     assert metrics["balance"]["max_abs_diff"] == 0
     page = (out / "report.html").read_text()
     assert f"Reference: {real}, the real dataset" in page
+
+
+def test_unlabelled_reference_is_evaluated_not_a_crash(tmp_path):
+    """STU-like real data has no pathology labels: evaluation, preview and verify must cope."""
+    from real_fixtures import make_folder_dataset
+
+    from busforge.dataset.real import import_real
+    from busforge.dataset.verify import verify_dataset
+    from busforge.evaluate.features import FeatureCache, make_extractor
+    from busforge.evaluate.preview import contact_sheet
+    from busforge.evaluate.run import evaluate
+    from busforge.executors.local import run_render
+    from busforge.recipe import recipe_from_dict
+
+    make_folder_dataset(tmp_path / "src", {"benign": 6, "malignant": 6}, seed=9)
+    labels = tmp_path / "src" / "labels.csv"
+    if labels.exists():
+        labels.unlink()  # no labels: pathology is null, as for STU
+    real = tmp_path / "real"
+    import_real("folder", tmp_path / "src", real, workers=1)
+    out = tmp_path / "mixed"
+    recipe = recipe_from_dict(
+        {
+            "name": "u",
+            "count": 6,
+            "image_size": 64,
+            "shape_prior": "birads",
+            "real": {"dataset": str(real), "ratio": "0:1"},
+        }
+    )
+    run_render(recipe, out_dir=out, quiet=True)
+    assert verify_dataset(out) == []
+    assert contact_sheet(out, tmp_path / "sheet.png", split="test") >= 1
+    metrics, _ = evaluate(
+        out, real, split="test", extractor=make_extractor("tiny", None), cache=FeatureCache(None), quiet=True
+    )
+    assert metrics["image"]["overall"]["n_reference"] > 0

@@ -78,7 +78,10 @@ def test_defaults_resolve(tmp_path):
         ({"count": 3}, "name: required key is missing"),
         ({**BASE, "size_bins": "prior"}, "size_bins: prior needs a calibrated shape_prior"),
         ({**BASE, "real": {"dataset": "d", "ratio": 62}}, 'real.ratio: write the ratio quoted, like "1:2"'),
-        ({**BASE, "real": {"dataset": "d", "ratio": "1/2"}}, "real.ratio: ratio '1/2' is not 'REAL:SYNTHETIC'"),
+        (
+            {**BASE, "real": {"dataset": "d", "ratio": "1/2"}},
+            "real.ratio: ratio '1/2' is not 'REAL:SYNTHETIC'",
+        ),
         (
             {**BASE, "attributes": {"benign": {"echogenicity": {"hypo": 1}}}},
             "attributes.benign.echogenicity: unknown",
@@ -139,3 +142,20 @@ def test_yaml_reads_ratios_as_strings_like_yaml_1_2(tmp_path):
     path.write_text("name: t\ncount: 3\nseed: 12\nreal: {dataset: d, ratio: 1:4}\nimage_size: 256\n")
     recipe = load_recipe(path)
     assert (recipe.real.ratio, recipe.seed, recipe.image_size) == ("1:4", 12, 256)
+
+
+def test_set_into_an_omitted_mapping_starts_from_its_default(tmp_path):
+    recipe = load_recipe(
+        write(tmp_path, BASE), ["pathology.benign=0.75", "attributes.benign.boundary.clear=1"]
+    )
+    assert recipe.pathology == {"benign": 0.75, "malignant": 0.4}
+    assert recipe.attributes["benign"].boundary == {"clear": 1, "unclear": 0.2}
+    assert recipe.attributes["benign"].echogenicity == {"homogeneous": 0.7, "heterogeneous": 0.3}
+
+
+def test_partial_attributes_keep_the_clinical_default_of_what_is_left_out(tmp_path):
+    data = {**BASE, "attributes": {"malignant": {"echogenicity": {"homogeneous": 1, "heterogeneous": 0}}}}
+    recipe = load_recipe(write(tmp_path, data))
+    assert recipe.attributes["malignant"].echogenicity == {"homogeneous": 1, "heterogeneous": 0}
+    assert recipe.attributes["malignant"].boundary == {"clear": 0.2, "unclear": 0.8}
+    assert recipe.attributes["benign"].boundary == {"clear": 0.8, "unclear": 0.2}

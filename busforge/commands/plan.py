@@ -19,10 +19,11 @@ def plan(
 ) -> None:
     """Show what RECIPE would render: counts per stratum and the dataset fingerprint."""
     from busforge.executors.local import prepare
-    from busforge.recipe import load_recipe
+    from busforge.recipe import load_recipe, reject_ignored_count
 
     overrides = list(set_ or []) + ([f"count={count}"] if count is not None else [])
     resolved = load_recipe(recipe, overrides)
+    reject_ignored_count(resolved, count)
     prepared = prepare(resolved)
     the_plan, resolved = prepared.plan, prepared.recipe
     typer.echo(

@@ -46,10 +46,11 @@ def render(
 ) -> None:
     """Render RECIPE. Resumes an interrupted run; does nothing when the output is already this dataset."""
     from busforge.executors.local import run_render
-    from busforge.recipe import load_recipe
+    from busforge.recipe import load_recipe, reject_ignored_count
 
     overrides = list(set_ or []) + ([f"count={count}"] if count is not None else [])
     resolved = load_recipe(recipe, overrides)
+    reject_ignored_count(resolved, count)
     workers = workers or available_cores()
     outcome = run_render(resolved, out_dir=out, workers=workers, force=force, quiet=quiet, limit=limit)
     if metrics is not None:

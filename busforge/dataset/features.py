@@ -21,6 +21,11 @@ REAL_COLUMNS = ("original_file", "patient_id", "birads", "device", "histology")
 MEASURE_COLUMNS = ("echo_heterogeneity", "boundary_contrast", "boundary_sharpness")
 
 
+def pathology_name(label: int | None) -> str:
+    """The class name of a stored `pathology` label; unlabelled real data (e.g. STU) is "unknown"."""
+    return "unknown" if label is None else PATHOLOGY_NAMES[label]
+
+
 def dataset_features() -> datasets.Features:
     from datasets import ClassLabel, Features, Image, Value
 

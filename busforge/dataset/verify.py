@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from busforge.dataset.features import PATHOLOGY_NAMES, SOURCE_NAMES, dataset_features
+from busforge.dataset.features import SOURCE_NAMES, dataset_features, pathology_name
 from busforge.dataset.hashing import sha256_file
 from busforge.dataset.manifest import read_manifest
 
@@ -53,7 +53,7 @@ def verify_dataset(root: Path) -> list[str]:
             for column in COUNTED:
                 values = table.column(column).to_pylist()
                 if column == "pathology":
-                    values = [PATHOLOGY_NAMES[v] for v in values]
+                    values = [pathology_name(v) for v in values]
                 synthetic_counts[column].update(
                     v for v, s in zip(values, source, strict=True) if SOURCE_NAMES[s] == "synthetic"
                 )

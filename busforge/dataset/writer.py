@@ -110,11 +110,13 @@ class Staging:
             started_for = json.loads(run_file.read_text())["fingerprint"] if run_file.exists() else None
             if started_for == fingerprint:
                 return True
-            if not force:
+            finished = list((self.internal / "shards").glob("*.json"))
+            if started_for is not None and finished and not force:
                 raise BadInput(
                     f"{self.dir}: unfinished render of a different recipe (fingerprint {started_for}); "
                     "finish it with its own recipe, or pass --force to discard it"
                 )
+            # Another recipe's work with --force, or a run killed before it finished anything.
             shutil.rmtree(self.dir)
         self.internal.mkdir(parents=True)
         write_json_atomic(run_file, {"fingerprint": fingerprint})
@@ -148,18 +150,32 @@ class Staging:
         return record
 
     def finalize(self, files: dict[str, str], replace_existing: bool) -> None:
-        """Write the top-level files and move the finished dataset into place in one rename."""
+        """Write the top-level files and move the finished dataset into place in one rename.
+
+        The bookkeeping goes only after the rename: a run killed at any point before it resumes
+        from its markers, and one killed after it leaves a hidden `.busforge/` that the next
+        run of the same recipe removes (`remove_leftovers`).
+        """
         for name, text in files.items():
             write_text_atomic(self.dir / name, text)
-        shutil.rmtree(self.internal)
-        old = None
         if self.out_dir.exists():
-            if not replace_existing:
+            if self.out_dir.is_dir() and not any(self.out_dir.iterdir()):
+                self.out_dir.rmdir()  # an empty folder is simply taken over
+            elif not replace_existing:
                 raise BadInput(f"{self.out_dir}: exists; pass --force to replace it")
-            old = self.out_dir.parent / f".{self.out_dir.name}.old"
-            if old.exists():
-                shutil.rmtree(old)
-            os.replace(self.out_dir, old)
+            else:
+                old = self.out_dir.parent / f".{self.out_dir.name}.old"
+                if old.exists():
+                    shutil.rmtree(old)
+                os.replace(self.out_dir, old)
         os.replace(self.dir, self.out_dir)
-        if old is not None:
-            shutil.rmtree(old)
+        remove_leftovers(self.out_dir)  # the bookkeeping, and the replaced dataset if any
+
+
+def remove_leftovers(out_dir: Path) -> None:
+    """Drop the staging bookkeeping from a finished dataset (left there by a run killed just after
+    its final rename)."""
+    shutil.rmtree(out_dir / INTERNAL, ignore_errors=True)
+    old = out_dir.parent / f".{out_dir.name}.old"
+    if old.exists():
+        shutil.rmtree(old)

@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
-from busforge.dataset.features import PATHOLOGY_NAMES
+from busforge.dataset.features import pathology_name
 
 TILE = 192
 CAPTION = 34
@@ -52,7 +52,7 @@ def contact_sheet(dataset: Path, out: Path, per_stratum: int = 4, split: str = "
             path, columns=["image", "mask", "pathology", "echogenicity", "boundary", "size_bin"]
         )
         for row in table.to_pylist():
-            key = (PATHOLOGY_NAMES[row["pathology"]], row["echogenicity"] or "", row["boundary"] or "")
+            key = (pathology_name(row["pathology"]), row["echogenicity"] or "", row["boundary"] or "")
             if len(groups[key]) < per_stratum:
                 caption = f"{key[0]}, {row['size_bin'] or ''}; {key[1]} echo; {key[2]} boundary"
                 groups[key].append(tile(row["image"]["bytes"], row["mask"]["bytes"], caption))

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from busforge.dataset.features import PATHOLOGY_NAMES, SOURCE_NAMES
+from busforge.dataset.features import PATHOLOGY_NAMES, SOURCE_NAMES, pathology_name
 from busforge.dataset.manifest import MANIFEST, read_manifest
 from busforge.errors import BadInput
 from busforge.evaluate.features import (
@@ -104,7 +104,7 @@ def collect(
                 extract_features([r["image"]["bytes"] for r in rows], extractor, cache, counts)
             )
         for row in rows:
-            pathology = PATHOLOGY_NAMES[row["pathology"]]
+            pathology = pathology_name(row["pathology"])
             out.pathology.append(pathology)
             out.strata[tuple(pathology if k == "pathology" else row[k] for k in STRATUM)] += 1
             if with_shapes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -23,7 +23,7 @@ import yaml
 from busforge.dataset.card import render_card
 from busforge.dataset.features import dataset_features
 from busforge.dataset.manifest import MANIFEST, build_manifest, read_manifest
-from busforge.dataset.writer import ShardRecord, Staging
+from busforge.dataset.writer import ShardRecord, Staging, remove_leftovers
 from busforge.errors import BadInput, naming_file
 from busforge.executors.rows import encode_rows, prepare_items, render_rows
 from busforge.fingerprint import fingerprint
@@ -129,21 +129,24 @@ def check_existing(out_dir: Path, fp: str, force: bool) -> bool:
     """True when `out_dir` already holds this exact dataset; refuse to clobber another one."""
     if not out_dir.exists():
         return False
+    if not out_dir.is_dir():
+        raise BadInput(f"{out_dir}: is a file; --out (or output.dir) must name a folder")
+    if force:
+        return False
     if not (out_dir / MANIFEST).exists():
-        if any(out_dir.iterdir()) and not force:
+        if any(out_dir.iterdir()):
             raise BadInput(
                 f"{out_dir}: exists and is not a busforge dataset; choose another --out or pass --force"
             )
         return False
     existing = read_manifest(out_dir).get("fingerprint")
-    if existing == fp and not force:
-        return True
-    if existing != fp and not force:
+    if existing != fp:
         raise BadInput(
-            f"{out_dir}: holds another dataset (fingerprint {existing}, this recipe gives {fp}); "
+            f"{out_dir}: holds another dataset (fingerprint {existing}, this run gives {fp}); "
             "pass --force to replace it, or --out to write elsewhere"
         )
-    return False
+    remove_leftovers(out_dir)
+    return True
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,17 @@ class Prepared:
     jobs: list[ShardJob]
 
 
+def limit_plan(plan: Plan, limit: int) -> Plan:
+    """The first `limit` samples of a plan, with its strata counted over what is kept."""
+    specs = plan.specs[:limit]
+    kept = Counter((s.pathology, s.domain, s.size_bin, s.echogenicity, s.boundary) for s in specs)
+    strata = [
+        replace(s, count=kept[(s.pathology, s.domain, s.size_bin, s.echogenicity, s.boundary)])
+        for s in plan.strata
+    ]
+    return replace(plan, specs=specs, strata=[s for s in strata if s.count])
+
+
 def prepare(recipe: Recipe, limit: int | None = None) -> Prepared:
     """`limit` keeps only the first N planned samples (same seeds and pixels as the full plan)."""
     mix = None
@@ -226,7 +240,7 @@ def prepare(recipe: Recipe, limit: int | None = None) -> Prepared:
     recipe, pathology_weights = apply_real_mix(recipe, mix)
     plan = make_plan(recipe, pathology_weights)
     if limit is not None and limit < len(plan.specs):
-        plan = replace(plan, specs=plan.specs[:limit])
+        plan = limit_plan(plan, limit)
         limited = {"limit": limit}
     else:
         limited = {}

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from busforge.cache import cache_dir
 from busforge.dataset.hashing import sha256_file
 from busforge.errors import BadInput
 
@@ -39,10 +40,7 @@ class ModelSource:
 
 
 def _cache_file() -> Path:
-    root = os.environ.get("BUSFORGE_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "busforge"
-    )
-    return Path(root) / "weight-hashes.json"
+    return cache_dir() / "weight-hashes.json"
 
 
 def _load_cache() -> dict[str, Any]:
@@ -86,7 +84,7 @@ def folder_sha256(folder: Path) -> str:
     files = sorted(
         p
         for p in folder.rglob("*")
-        if p.is_file() and p.suffix in IDENTITY_SUFFIXES and ".cache" not in p.parts
+        if p.is_file() and p.suffix in IDENTITY_SUFFIXES and ".cache" not in p.relative_to(folder).parts
     )
     digest = hashlib.sha256()
     for path in files:
