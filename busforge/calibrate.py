@@ -8,10 +8,10 @@ import numpy as np
 
 from busforge.errors import BadInput
 from busforge.shape_stats import STAT_NAMES, STATS_VERSION, shape_stats
+from busforge.vocab import PATHOLOGIES
 
 PRIOR_FORMAT = "busforge-shape-prior"
 PRIOR_VERSION = 1
-PATHOLOGIES = ("benign", "malignant")
 MIN_MASKS = 5  # fewer non-empty masks than this cannot describe a distribution
 
 # Simulation that maps the relative deformation strength (sigma / sqrt(a*b)) to the

@@ -17,27 +17,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from busforge.allocation import largest_remainder
 from busforge.prompts import make_prompt
-from busforge.recipe import BOUNDARIES, ECHOGENICITIES, PATHOLOGIES, Recipe
-from busforge.shapes import ShapeParams
+from busforge.recipe import Recipe
+from busforge.sample import SampleSpec
+from busforge.vocab import BOUNDARIES, ECHOGENICITIES, PATHOLOGIES
 
 SAMPLE_KEY = 0  # spawn_key prefix of per-sample seeds
 SHUFFLE_KEY = 1  # spawn_key of the plan's shuffle
-
-
-@dataclass(frozen=True)
-class SampleSpec:
-    index: int
-    sample_id: str
-    seed: int
-    pathology: str
-    size_bin: str
-    size_range: tuple[float, float]
-    echogenicity: str
-    boundary: str
-    domain: str
-    shape: ShapeParams
-    prompt: str
 
 
 @dataclass(frozen=True)
@@ -65,21 +52,6 @@ class Plan:
         for column in ("pathology", "size_bin", "echogenicity", "boundary", "domain"):
             out[column] = dict(sorted(Counter(getattr(s, column) for s in self.specs).items()))
         return out
-
-
-def largest_remainder(total: int, weights: dict[str, float]) -> dict[str, int]:
-    """Split `total` into integers proportional to `weights`, exactly; ties go to the earlier key."""
-    names = list(weights)
-    w = np.array([weights[n] for n in names], dtype=float)
-    if total == 0 or w.sum() <= 0:
-        return dict.fromkeys(names, 0)
-    quotas = total * w / w.sum()
-    counts = np.floor(quotas).astype(int)
-    remainder = total - int(counts.sum())
-    # Stable sort on the negated fractional part: largest first, ties in key order.
-    order = np.argsort(-(quotas - counts), kind="stable")
-    counts[order[:remainder]] += 1
-    return {n: int(c) for n, c in zip(names, counts, strict=True)}
 
 
 def sample_seed(recipe_seed: int, index: int) -> int:

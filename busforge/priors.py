@@ -11,8 +11,8 @@ import numpy as np
 
 from busforge.errors import BadInput
 from busforge.shapes import ShapeParams, half_extents
+from busforge.vocab import PATHOLOGIES
 
-PATHOLOGIES = ("benign", "malignant")
 SHIPPED_PRIORS = ("busi",)
 MAX_SIZE = 0.98  # largest lesion_size a prior offers (the mask keeps a border pixel free)
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import string
 
 FIELDS = ("pathology", "echogenicity", "boundary")
+DEFAULT_PROMPT = (
+    "breast ultrasound image of {pathology} tumor with {echogenicity} echogenicity and {boundary} boundary."
+)
 
 
 def check_template(template: str) -> None:

@@ -25,13 +25,9 @@ from pydantic import (
 )
 
 from busforge.errors import BadInput
+from busforge.prompts import DEFAULT_PROMPT
+from busforge.vocab import BOUNDARIES, ECHOGENICITIES, PATHOLOGIES
 
-PATHOLOGIES = ("benign", "malignant")
-ECHOGENICITIES = ("homogeneous", "heterogeneous")
-BOUNDARIES = ("clear", "unclear")
-DEFAULT_PROMPT = (
-    "breast ultrasound image of {pathology} tumor with {echogenicity} echogenicity and {boundary} boundary."
-)
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
 
 Weight = Annotated[float, Field(ge=0)]

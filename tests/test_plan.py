@@ -6,7 +6,8 @@ from collections import Counter
 
 import pytest
 
-from busforge.plan import largest_remainder, make_plan, sample_seed
+from busforge.allocation import largest_remainder
+from busforge.plan import make_plan, sample_seed
 from busforge.recipe import recipe_from_dict
 
 BASE = {"name": "p", "count": 1000, "seed": 7, "shape_prior": "birads"}

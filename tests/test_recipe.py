@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from busforge.errors import BadInput
-from busforge.recipe import DEFAULT_PROMPT, load_recipe
+from busforge.prompts import DEFAULT_PROMPT
+from busforge.recipe import load_recipe
 
 BASE = {"name": "t", "count": 10, "shape_prior": "birads"}
 

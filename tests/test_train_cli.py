@@ -7,7 +7,7 @@ import sys
 import pytest
 from test_train_fixtures import fixture_dataset
 
-from busforge.recipe import DEFAULT_PROMPT
+from busforge.prompts import DEFAULT_PROMPT
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:

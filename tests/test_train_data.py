@@ -10,7 +10,7 @@ from PIL import Image
 from test_train_fixtures import fixture_dataset, fixture_row, png, write_dataset
 
 from busforge.errors import BadInput
-from busforge.recipe import DEFAULT_PROMPT
+from busforge.prompts import DEFAULT_PROMPT
 from busforge.train.data import StepBatches, TrainingSet, load_mask, read_examples
 
 

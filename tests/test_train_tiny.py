@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from test_train_fixtures import fixture_dataset, write_tiny
 
 from busforge.errors import BadInput
-from busforge.recipe import DEFAULT_PROMPT
+from busforge.prompts import DEFAULT_PROMPT
 from busforge.train.controlnet import ControlNetRun, controlnet_from_unet, train_controlnet
 from busforge.train.loop import TrainingDiverged
 from busforge.train.lora import LORA_FILE, LoraRun, train_lora

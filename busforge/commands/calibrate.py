@@ -38,8 +38,9 @@ def calibrate(
 
     import numpy as np
 
-    from busforge.calibrate import PATHOLOGIES, fit_prior
+    from busforge.calibrate import fit_prior
     from busforge.errors import BadInput
+    from busforge.vocab import PATHOLOGIES
 
     if pathology is not None and pathology not in PATHOLOGIES:
         raise BadInput(f"--pathology: {pathology!r} is not allowed; allowed: {', '.join(PATHOLOGIES)}")

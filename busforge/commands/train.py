@@ -62,8 +62,7 @@ def _check_common(dataset: Path | None, out: Path | None, precision: str, templa
         raise BadInput("train: --out is missing; give the folder to write the trained model to")
     if precision not in PRECISIONS:
         raise BadInput(f"--mixed-precision {precision}: unknown; allowed: {', '.join(PRECISIONS)}")
-    from busforge.prompts import check_template
-    from busforge.recipe import DEFAULT_PROMPT
+    from busforge.prompts import DEFAULT_PROMPT, check_template
 
     template = template or DEFAULT_PROMPT
     try:

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import datasets
 
-PATHOLOGY_NAMES = ["normal", "benign", "malignant"]
-SOURCE_NAMES = ["real", "synthetic"]
+from busforge.vocab import PATHOLOGY_NAMES, SOURCE_NAMES
+
 SHAPE_FIELDS = ("a", "b", "angle", "cx", "cy", "sigma")
 # Columns of real data (see busforge.dataset.real); null in synthetic rows.
 REAL_COLUMNS = ("original_file", "patient_id", "birads", "device", "histology")

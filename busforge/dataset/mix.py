@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from busforge.errors import BadInput
+from busforge.vocab import NORMAL, PATHOLOGIES
 
 KINDS = ("busi", "udiat", "stu", "busbra", "folder")
 
@@ -74,7 +75,7 @@ def resolve_real(recipe) -> RealMix | None:
         real=real_part,
         synthetic=synthetic_part,
         split_rows={name: s["rows"] for name, s in manifest["splits"].items()},
-        train_pathology={p: int(train.get(p, 0)) for p in ("benign", "malignant", "normal")},
+        train_pathology={p: int(train.get(p, 0)) for p in (*PATHOLOGIES, NORMAL)},
         domain=info["domain"],
         recipe_count=recipe.count,
         shards={name: [s["file"] for s in split["shards"]] for name, split in manifest["splits"].items()},
@@ -104,7 +105,7 @@ def mixed_split_rows(mix: RealMix) -> dict[str, dict[str, int]]:
 
 def pathology_weights(mix: RealMix) -> dict[str, float]:
     """`pathology: match_real`: the benign/malignant mix of the real train split."""
-    weights = {p: float(mix.train_pathology.get(p, 0)) for p in ("benign", "malignant")}
+    weights = {p: float(mix.train_pathology.get(p, 0)) for p in PATHOLOGIES}
     if sum(weights.values()) <= 0:
         raise BadInput(
             f"pathology: match_real: {mix.dataset} has no benign or malignant rows in its train split "

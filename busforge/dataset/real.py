@@ -43,8 +43,7 @@ from busforge.dataset.importers import get_importer
 from busforge.dataset.importers.base import Case, CaseError, Skip, load_case
 from busforge.dataset.splits import SPLIT_ORDER, SplitItem, make_splits
 from busforge.errors import BadInput
-from busforge.prompts import make_prompt
-from busforge.recipe import DEFAULT_PROMPT
+from busforge.prompts import DEFAULT_PROMPT, make_prompt
 
 NORMAL_PROMPT = "breast ultrasound image without tumor."
 REAL_SEED = -1

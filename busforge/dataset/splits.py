@@ -19,9 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from busforge.allocation import largest_remainder
 from busforge.dataset.dedup import connected_components
 from busforge.errors import BadInput
-from busforge.plan import largest_remainder
+from busforge.vocab import PATHOLOGIES
 
 SPLIT_ORDER = ("train", "validation", "test")
 UNKNOWN = "unknown"  # stratum of cases without a pathology label
@@ -45,7 +46,7 @@ def split_targets(strata: Counter, sizes: dict[str, float]) -> dict[str, dict[st
     """Exact number of cases per stratum and split."""
     _check_sizes(sizes)
     names = [s for s in SPLIT_ORDER if s in sizes]
-    lesion = [p for p in ("benign", "malignant") if strata.get(p)]
+    lesion = [p for p in PATHOLOGIES if strata.get(p)]
     lesion_total = sum(strata[p] for p in lesion)
     absolute = (
         all(float(v).is_integer() and v >= 1 or v == 0 for v in sizes.values()) and sum(sizes.values()) > 1

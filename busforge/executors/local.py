@@ -27,9 +27,10 @@ from busforge.dataset.writer import ShardRecord, Staging, remove_leftovers
 from busforge.errors import BadInput, naming_file
 from busforge.executors.rows import encode_rows, prepare_items, render_rows
 from busforge.fingerprint import fingerprint
-from busforge.plan import Plan, SampleSpec, make_plan
+from busforge.plan import Plan, make_plan
 from busforge.recipe import Recipe
 from busforge.renderers.base import Renderer, make_renderer
+from busforge.sample import SampleSpec
 
 SPLIT = "train"
 

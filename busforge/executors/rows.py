@@ -10,8 +10,8 @@ import numpy as np
 from PIL import Image
 
 from busforge.dataset.features import PATHOLOGY_NAMES, SOURCE_NAMES, empty_row_extras
-from busforge.plan import SampleSpec
 from busforge.renderers.base import Renderer, RenderItem
+from busforge.sample import SampleSpec
 from busforge.shapes import ShapeParams, draw_mask
 
 PNG_COMPRESS_LEVEL = 1  # lossless at every level; on speckle, 1 is 2.5x faster than 3 for 4% more bytes

@@ -16,7 +16,7 @@ import numpy as np
 from busforge.errors import BadInput, naming_file
 
 if TYPE_CHECKING:
-    from busforge.plan import SampleSpec
+    from busforge.sample import SampleSpec
 
 # backend name -> "module:Class"
 RENDERERS: dict[str, str] = {

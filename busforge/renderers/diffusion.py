@@ -33,8 +33,8 @@ from busforge.models.weights import ModelSource, resolve_model
 from busforge.renderers.diffusion_options import CPU_BATCH_SIZE, SCHEDULERS, DiffusionOptions, parse_options
 
 if TYPE_CHECKING:
-    from busforge.plan import SampleSpec
     from busforge.renderers.base import RenderItem
+    from busforge.sample import SampleSpec
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,11 @@ Everything random comes from `np.random.default_rng([seed, 2])`; stream 2 of the
 sample seed is reserved for the renderer.
 """
 
+from __future__ import annotations
+
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import ndimage
@@ -29,13 +31,13 @@ from busforge.renderers.bmode import (
     speckle_envelope,
     upsample_lateral,
 )
+from busforge.vocab import BOUNDARIES, ECHOGENICITIES, PATHOLOGIES
+
+if TYPE_CHECKING:
+    from busforge.renderers.base import RenderItem
 
 ALGORITHM_VERSION = "bmode-1"
 RENDERER_STREAM = 2
-
-PATHOLOGIES = ("benign", "malignant")
-ECHOGENICITIES = ("homogeneous", "heterogeneous")
-BOUNDARIES = ("clear", "unclear")
 
 # Options a recipe may set under `renderer:`, with their defaults and allowed ranges.
 OPTION_DEFAULTS: dict[str, float] = {"speckle_scale": 1.0, "dynamic_range_db": 60.0}
@@ -49,18 +51,6 @@ AXIAL_SIGMA_PX_AT_512 = 1.0
 LATERAL_SIGMA_PX_AT_512 = 3.0
 # Grey level of unit-reflectivity tissue, as a share of the dynamic range.
 TISSUE_LEVEL = 0.58
-
-
-class _SampleSpec(Protocol):
-    pathology: str
-    echogenicity: str
-    boundary: str
-    seed: int
-
-
-class _RenderItem(Protocol):
-    spec: _SampleSpec
-    mask: np.ndarray
 
 
 # --------------------------------------------------------------------------- smooth noise
@@ -311,7 +301,7 @@ class ProceduralRenderer:
     def load(self) -> None:
         """Nothing to load: no weights."""
 
-    def render(self, items: list[_RenderItem]) -> list[np.ndarray]:
+    def render(self, items: list[RenderItem]) -> list[np.ndarray]:
         images = []
         for item in items:
             if item.mask.shape != (self.image_size, self.image_size):

@@ -23,11 +23,10 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from busforge.dataset.features import PATHOLOGY_NAMES
 from busforge.errors import BadInput
 from busforge.prompts import make_prompt
+from busforge.vocab import PATHOLOGIES, PATHOLOGY_NAMES
 
-LESION_PATHOLOGIES = ("benign", "malignant")
 COLUMNS = ("image", "mask", "pathology", "echogenicity", "boundary", "domain")
 
 
@@ -117,7 +116,7 @@ def read_examples(dataset_dir: Path, split: str, template: str, domain: str | No
 
 
 def _unusable(rows: dict[str, list[Any]], i: int, pathology: str | None) -> str | None:
-    if pathology not in LESION_PATHOLOGIES:
+    if pathology not in PATHOLOGIES:
         return "without a lesion (normal or unlabelled)"
     mask = rows["mask"][i]
     if mask is None or not mask.get("bytes"):

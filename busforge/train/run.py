@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from busforge.recipe import DEFAULT_PROMPT
+from busforge.prompts import DEFAULT_PROMPT
 from busforge.train.loop import LoopResult, TrainingLoop, TrainOutcome
 
 SD15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"

@@ -7,8 +7,9 @@ import re
 from pathlib import Path
 
 from busforge.dataset.importers.base import Scan, Skip, add_case, is_image_file, require_dir
+from busforge.vocab import NORMAL, PATHOLOGIES
 
-CLASSES = ("benign", "malignant", "normal")
+CLASSES = (*PATHOLOGIES, NORMAL)
 MASK_NAME = re.compile(r"^(?P<stem>.+?)_mask(?:_(?P<n>\d+))?$", re.IGNORECASE)
 # The paper's BUSI split (benign + malignant cases; normal cases follow the same proportions).
 DEFAULT_SPLIT = {"train": 396, "validation": 54, "test": 197}
