@@ -27,7 +27,7 @@ IMAGE_SIZE = 512
 
 def lesions(count: int) -> list[tuple[object, tuple[float, float]]]:
     """A mix of BI-RADS and BUSI-calibrated lesions of both pathologies and all bins."""
-    from busforge.priors import load_prior
+    from busforge.shapes.priors import load_prior
 
     rng = np.random.default_rng(0)
     birads_bins = [(0.08, 0.18), (0.18, 0.30), (0.30, 0.50)]
@@ -56,7 +56,7 @@ def naive_full_frame(params, seed: int) -> np.ndarray:
 
 
 def main() -> None:
-    from busforge.shapes import draw_mask
+    from busforge.shapes.lesion import draw_mask
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=200, help="lesions to draw with each method")

@@ -75,7 +75,7 @@ def bin_weights(recipe: Recipe) -> dict[str, float]:
 
 def make_plan(recipe: Recipe, pathology_weights: dict[str, float] | None = None) -> Plan:
     """Build the plan. `pathology_weights` replaces the recipe's mix (e.g. `match_real`)."""
-    from busforge.priors import load_prior
+    from busforge.shapes.priors import load_prior
 
     prior = load_prior(recipe.shape_prior)
     size_bins = resolve_size_bins(recipe, prior)

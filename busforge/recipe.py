@@ -26,6 +26,7 @@ from pydantic import (
 
 from busforge.errors import BadInput
 from busforge.prompts import DEFAULT_PROMPT
+from busforge.validation import bad_input
 from busforge.vocab import BOUNDARIES, ECHOGENICITIES, PATHOLOGIES
 
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
@@ -309,20 +310,12 @@ def _allowed_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | N
     return None
 
 
-def _format_error(source: str, err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = tuple(p for p in first["loc"] if not (isinstance(p, str) and p.startswith(("function-", "dict["))))
-    # Pydantic reports union branches ("dict[...]", "literal[...]") in the path; drop them.
-    loc = tuple(p for p in loc if not (isinstance(p, str) and ("[" in p and "]" in p)))
-    key = ".".join(str(p) for p in loc) or "(top level)"
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        allowed = _allowed_keys(Recipe, loc[:-1])
-        msg = "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
-    elif first["type"] == "missing":
-        msg = "required key is missing"
-    more = len(err.errors()) - 1
-    return f"{source}: {key}: {msg}" + (f" (and {more} more problem(s))" if more else "")
+def _describe(path: list[str], error: dict[str, Any]) -> str | None:
+    """Unknown keys list the keys allowed where they were found."""
+    if error["type"] != "extra_forbidden":
+        return None
+    allowed = _allowed_keys(Recipe, tuple(path[:-1]))
+    return "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -382,7 +375,7 @@ def recipe_from_dict(data: Any, source: str = "<recipe>") -> Recipe:
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
-        raise BadInput(_format_error(source, err)) from None
+        raise bad_input(err, source=source, describe=_describe) from None
     recipe._source = source
     return recipe
 

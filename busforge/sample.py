@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from busforge.shapes import ShapeParams
+from busforge.shapes.lesion import ShapeParams
 
 
 @dataclass(frozen=True)

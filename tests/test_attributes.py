@@ -8,7 +8,7 @@ from scipy import ndimage
 
 from busforge.dataset.attributes import Measures, Thresholds, choose_thresholds, classify, measure
 from busforge.dataset.real import fit_ellipse, lesion_size
-from busforge.shape_stats import shape_stats
+from busforge.shapes.stats import shape_stats
 
 SIZE = 160
 

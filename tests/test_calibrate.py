@@ -10,15 +10,15 @@ import pytest
 from PIL import Image
 from scipy.stats import ks_2samp
 
-from busforge.calibrate import _case_masks, fit_prior, read_mask, simulate_sigma_table, table_model
 from busforge.errors import BadInput
-from busforge.priors import load_prior
-from busforge.shape_stats import STAT_NAMES, shape_stats
-from busforge.shapes import ShapeParams, draw_mask
+from busforge.shapes.calibrate import _case_masks, fit_prior, read_mask, simulate_sigma_table, table_model
+from busforge.shapes.lesion import ShapeParams, draw_mask
+from busforge.shapes.priors import load_prior
+from busforge.shapes.stats import STAT_NAMES, shape_stats
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 CALIB = SHARED / "busi_masks_calib"
-SHIPPED = Path(__file__).resolve().parents[1] / "busforge" / "priors" / "busi.json"
+SHIPPED = Path(__file__).resolve().parents[1] / "busforge" / "shapes" / "data" / "busi.json"
 FIDELITY_DRAWS = 500
 KS_LIMIT = 0.15
 

@@ -80,7 +80,7 @@ def make_items(recipe, count: int | None = None):
 
     specs = make_plan(recipe).specs[:count]
     masks = make_masks(specs, recipe.image_size)
-    return [RenderItem(spec=s, mask=m, prompt=s.prompt) for s, (m, _) in zip(specs, masks, strict=True)]
+    return [RenderItem(spec=s, mask=m) for s, (m, _) in zip(specs, masks, strict=True)]
 
 
 def renderer(recipe, **options):
@@ -352,7 +352,7 @@ def test_end_to_end_two_domains_load_dataset(rendered):
     from busforge.dataset.features import dataset_features
     from busforge.dataset.manifest import read_manifest
     from busforge.plan import make_plan
-    from busforge.shapes import draw_mask
+    from busforge.shapes.lesion import draw_mask
 
     recipe, outcome = rendered
     ds = datasets.load_dataset(str(outcome.out_dir), split="train")

@@ -5,9 +5,9 @@ import pytest
 from scipy import ndimage
 
 from busforge.errors import BadInput
-from busforge.priors import load_prior
-from busforge.shape_stats import shape_stats
-from busforge.shapes import ShapeParams, draw_mask, lesion_size
+from busforge.shapes.lesion import ShapeParams, draw_mask, lesion_size
+from busforge.shapes.priors import load_prior
+from busforge.shapes.stats import shape_stats
 
 IMAGE_SIZE = 512
 BINS = [(0.08, 0.18), (0.18, 0.30), (0.30, 0.50)]

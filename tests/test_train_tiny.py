@@ -249,7 +249,7 @@ def render_with(model: Path, options: dict) -> list[np.ndarray]:
     renderer = make_renderer("diffusion", {**defaults, **options}, size)
     renderer.load()
     return renderer.render(
-        [RenderItem(spec=s, mask=m, prompt=s.prompt) for s, (m, _) in zip(specs, masks, strict=True)]
+        [RenderItem(spec=s, mask=m) for s, (m, _) in zip(specs, masks, strict=True)]
     )
 
 

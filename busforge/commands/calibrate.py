@@ -38,8 +38,8 @@ def calibrate(
 
     import numpy as np
 
-    from busforge.calibrate import fit_prior
     from busforge.errors import BadInput
+    from busforge.shapes.calibrate import fit_prior
     from busforge.vocab import PATHOLOGIES
 
     if pathology is not None and pathology not in PATHOLOGIES:

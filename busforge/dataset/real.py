@@ -151,7 +151,7 @@ def fit_ellipse(lesion: np.ndarray) -> dict[str, float | None] | None:
 
 
 def lesion_size(lesion: np.ndarray) -> float | None:
-    """Longest bounding-box side of the lesion / sqrt(H*W) (busforge.shape_stats' `size`)."""
+    """Longest bounding-box side of the lesion / sqrt(H*W) (busforge.shapes.stats' `size`)."""
     if not lesion.any():
         return None
     rows, cols = np.flatnonzero(lesion.any(axis=1)), np.flatnonzero(lesion.any(axis=0))
@@ -169,7 +169,7 @@ def file_digest(paths: Iterable[Path]) -> str:
 def inspect_case(case: Case) -> tuple[Inspected, bytes, bytes] | str:
     """Pass 1 for one case: its record and PNGs, or the reason it must be skipped."""
     from busforge.executors.rows import encode_png
-    from busforge.shape_stats import largest_component
+    from busforge.shapes.stats import largest_component
 
     try:
         loaded = load_case(case)

@@ -8,9 +8,9 @@ from collections import defaultdict
 import numpy as np
 from PIL import Image
 
-from busforge.shape_stats import ShapeStats, shape_stats
+from busforge.shapes.stats import ShapeStats, shape_stats
 
-# The statistics compared (busforge.shape_stats names), with what they mean in the report.
+# The statistics compared (busforge.shapes.stats names), with what they mean in the report.
 COMPARED = {
     "area": "lesion area / image area",
     "aspect": "bounding-box width / height",

@@ -24,7 +24,7 @@ from busforge.dataset.card import render_card
 from busforge.dataset.features import dataset_features
 from busforge.dataset.manifest import MANIFEST, build_manifest, read_manifest
 from busforge.dataset.writer import ShardRecord, Staging, remove_leftovers
-from busforge.errors import BadInput, naming_file
+from busforge.errors import BadInput
 from busforge.executors.rows import encode_rows, prepare_items, render_rows
 from busforge.fingerprint import fingerprint
 from busforge.plan import Plan, make_plan
@@ -72,9 +72,9 @@ class RowSource:
     def __init__(self, recipe: Recipe, renderer: Renderer, workers: int) -> None:
         self.recipe = recipe
         self.renderer = renderer
-        self.batch_size = int(getattr(renderer, "batch_size", 8))
+        self.batch_size = int(renderer.batch_size)
         self.pool: ProcessPoolExecutor | None = None
-        if workers > 1 and not getattr(renderer, "in_process", False):
+        if workers > 1 and not renderer.in_process:
             import multiprocessing
 
             self.pool = ProcessPoolExecutor(
@@ -248,12 +248,10 @@ def prepare(recipe: Recipe, limit: int | None = None) -> Prepared:
     renderer = make_renderer(
         recipe.renderer.backend, recipe.renderer.options, recipe.image_size, recipe.source
     )
-    expect_domains = getattr(renderer, "expect_domains", None)
-    if expect_domains is not None:  # the whole plan's domains, so a resumed run renders alike
-        try:
-            expect_domains({spec.domain for spec in plan.specs})
-        except BadInput as err:
-            raise naming_file(err, recipe.source) from None
+    try:  # the whole plan's domains, so a resumed run renders alike
+        renderer.expect_domains({spec.domain for spec in plan.specs})
+    except BadInput as err:
+        raise err.with_source(recipe.source) from None
     real_identity = {"real": {"fingerprint": mix.fingerprint, "ratio": mix.ratio}} if mix else {}
     fp = fingerprint(
         recipe.content(), renderer.identity(), shape_prior=plan.prior_identity, **real_identity, **limited

@@ -12,7 +12,7 @@ from PIL import Image
 from busforge.dataset.features import PATHOLOGY_NAMES, SOURCE_NAMES, empty_row_extras
 from busforge.renderers.base import Renderer, RenderItem
 from busforge.sample import SampleSpec
-from busforge.shapes import ShapeParams, draw_mask
+from busforge.shapes.lesion import ShapeParams, draw_mask
 
 PNG_COMPRESS_LEVEL = 1  # lossless at every level; on speckle, 1 is 2.5x faster than 3 for 4% more bytes
 
@@ -51,15 +51,13 @@ def make_row(
 
 def provenance(renderer: Renderer, spec: SampleSpec) -> str:
     """The row's `renderer` column: the renderer's identity for this sample (e.g. its domain's LoRA)."""
-    describe = getattr(renderer, "provenance", None)
-    identity = describe(spec) if describe else renderer.identity()
-    return json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    return json.dumps(renderer.provenance(spec), sort_keys=True, separators=(",", ":"))
 
 
 def prepare_items(specs: list[SampleSpec], image_size: int) -> tuple[list[RenderItem], list[ShapeParams]]:
     """Masks (CPU) for a batch: the renderer's input, and the shape parameters finally used."""
     masks = make_masks(specs, image_size)
-    items = [RenderItem(spec=s, mask=m, prompt=s.prompt) for s, (m, _) in zip(specs, masks, strict=True)]
+    items = [RenderItem(spec=s, mask=m) for s, (m, _) in zip(specs, masks, strict=True)]
     return items, [shape for _, shape in masks]
 
 

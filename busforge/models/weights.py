@@ -120,11 +120,12 @@ def resolve_model(ref: str, key: str, need: str) -> ModelSource:
     if local.exists() or not HUB_ID.match(split_revision(ref)[0]):
         if not local.is_dir():
             raise BadInput(
-                f"recipe: {key}: {ref!r} is neither a local folder nor a Hub id (owner/name); give the folder "
-                "of a diffusers model or a Hub id like stable-diffusion-v1-5/stable-diffusion-v1-5"
+                f"{ref!r} is neither a local folder nor a Hub id (owner/name); give the folder "
+                "of a diffusers model or a Hub id like stable-diffusion-v1-5/stable-diffusion-v1-5",
+                key=key,
             )
         if not (local / need).is_file():
-            raise BadInput(f"recipe: {key}: {local} has no {need}; give a folder in the diffusers layout")
+            raise BadInput(f"{local} has no {need}; give a folder in the diffusers layout", key=key)
         return ModelSource(key, ref, str(local.resolve()), None, {"sha256": folder_sha256(local)})
     return _resolve_hub(ref, key, need)
 
@@ -140,17 +141,19 @@ def _resolve_hub(ref: str, key: str, need: str) -> ModelSource:
     except LocalEntryNotFoundError:
         if hub_offline():
             raise BadInput(
-                f"recipe: {key}: model {ref!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; "
-                f"run {get} where there is network, or set {key} to a local folder"
+                f"model {ref!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; "
+                f"run {get} where there is network, or set {key} to a local folder",
+                key=key,
             ) from None
         try:
             folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=["*.json", "*.txt"]))
         except Exception as err:  # network down, private repo, typo: all mean "cannot get it"
             raise BadInput(
-                f"recipe: {key}: cannot get model {ref!r} from the Hub ({type(err).__name__}); "
-                f"run {get}, or set {key} to a local folder"
+                f"cannot get model {ref!r} from the Hub ({type(err).__name__}); "
+                f"run {get}, or set {key} to a local folder",
+                key=key,
             ) from None
     if not (folder / need).is_file():
-        raise BadInput(f"recipe: {key}: Hub model {repo_id!r} has no {need}; is it a diffusers model?")
+        raise BadInput(f"Hub model {repo_id!r} has no {need}; is it a diffusers model?", key=key)
     # Snapshot folders are named by the commit they hold: the exact revision for reproduction.
     return ModelSource(key, ref, repo_id, folder.name, {"hub_id": repo_id, "revision": folder.name})

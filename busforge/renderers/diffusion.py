@@ -30,6 +30,7 @@ import numpy as np
 
 from busforge.errors import BadInput
 from busforge.models.weights import ModelSource, resolve_model
+from busforge.renderers.base import BaseRenderer
 from busforge.renderers.diffusion_options import CPU_BATCH_SIZE, SCHEDULERS, DiffusionOptions, parse_options
 
 if TYPE_CHECKING:
@@ -51,7 +52,7 @@ WEIGHT_BYTES_HALF = 3.0 * 2**30
 MAX_AUTO_BATCH = 16
 
 
-class DiffusionRenderer:
+class DiffusionRenderer(BaseRenderer):
     """`renderer: {backend: diffusion, controlnet: ..., lora: {domain: folder}, ...}` (see the options)."""
 
     name = "diffusion"
@@ -216,8 +217,9 @@ class DiffusionRenderer:
     def _unmapped(self, domain: str) -> BadInput:
         mapped = ", ".join(sorted(self.options.lora)) or "none"
         return BadInput(
-            f"recipe: renderer.lora.{domain}: no LoRA adapter for domain {domain!r} (mapped: {mapped}); "
-            f"map it to a folder holding {LORA_FILE}, or to null to render it with the base model only"
+            f"no LoRA adapter for domain {domain!r} (mapped: {mapped}); "
+            f"map it to a folder holding {LORA_FILE}, or to null to render it with the base model only",
+            key=f"renderer.lora.{domain}",
         )
 
     def _load_adapter(self, domain: str, source: ModelSource) -> None:
@@ -355,7 +357,7 @@ def _resolve_dtype(dtype: str, device: str) -> str:
     if dtype != "auto":
         if dtype != "fp32" and device == "cpu":
             raise BadInput(
-                f"recipe: renderer.dtype: {dtype} on the CPU is slow and poorly supported; use fp32 or auto"
+                f"{dtype} on the CPU is slow and poorly supported; use fp32 or auto", key="renderer.dtype"
             )
         return dtype
     return "fp16" if device.startswith(("cuda", "mps")) else "fp32"

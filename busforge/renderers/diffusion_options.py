@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from busforge.errors import BadInput
+from busforge.renderers.base import parse_renderer_options
+from busforge.validation import plain_message
 
 DEFAULT_BASE = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 # scheduler name -> diffusers class; UniPC reaches SD 1.5 quality in ~20 steps (PNDM needs ~50).
@@ -60,27 +61,21 @@ class DiffusionOptions(BaseModel):
         return v
 
 
+def _describe(path: list[str], error: dict[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        return (
+            f"unknown option for the diffusion renderer; allowed: {', '.join(DiffusionOptions.model_fields)}"
+        )
+    if error["type"] == "missing" and path == ["controlnet"]:
+        return (
+            "required: a local folder or Hub id of a diffusers ControlNetModel trained on lesion masks "
+            "(for tests: `busforge models tiny models/tiny` writes models/tiny/controlnet)"
+        )
+    if path and path[0] in CHOICE_HINTS:
+        return f"got {error.get('input')!r}; use {CHOICE_HINTS[path[0]]}"
+    return f"got {error.get('input')!r}: {plain_message(error)}"
+
+
 def parse_options(options: dict[str, Any]) -> DiffusionOptions:
     """Validate the renderer options of a recipe; one `BadInput` line for the first problem."""
-    options = {k: v for k, v in options.items() if k != "backend"}
-    try:
-        return DiffusionOptions.model_validate(options)
-    except ValidationError as err:
-        first = err.errors()[0]
-        loc = [
-            str(p) for p in first["loc"] if not str(p).startswith(("function-", "literal[", "constrained"))
-        ]
-        key = ".".join(["renderer", *loc[:2]]) if loc else "renderer"
-        if first["type"] == "extra_forbidden":
-            allowed = ", ".join(DiffusionOptions.model_fields)
-            message = f"unknown option for the diffusion renderer; allowed: {allowed}"
-        elif first["type"] == "missing" and loc == ["controlnet"]:
-            message = (
-                "required: a local folder or Hub id of a diffusers ControlNetModel trained on lesion masks "
-                "(for tests: `busforge models tiny models/tiny` writes models/tiny/controlnet)"
-            )
-        elif loc and loc[0] in CHOICE_HINTS:
-            message = f"got {first.get('input')!r}; use {CHOICE_HINTS[loc[0]]}"
-        else:
-            message = f"got {first.get('input')!r}: {first['msg'].removeprefix('Value error, ')}"
-        raise BadInput(f"recipe: {key}: {message}") from None
+    return parse_renderer_options(DiffusionOptions, options, _describe)

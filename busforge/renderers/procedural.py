@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
-from busforge.errors import BadInput
+from busforge.renderers.base import BaseRenderer, parse_renderer_options
 from busforge.renderers.bmode import (
     depth_gain_db,
     log_compress,
@@ -39,12 +40,27 @@ if TYPE_CHECKING:
 ALGORITHM_VERSION = "bmode-1"
 RENDERER_STREAM = 2
 
-# Options a recipe may set under `renderer:`, with their defaults and allowed ranges.
-OPTION_DEFAULTS: dict[str, float] = {"speckle_scale": 1.0, "dynamic_range_db": 60.0}
-OPTION_RANGES: dict[str, tuple[float, float]] = {
-    "speckle_scale": (0.5, 2.0),
-    "dynamic_range_db": (30.0, 80.0),
-}
+
+class ProceduralOptions(BaseModel):
+    """What a recipe may set under `renderer:` when `backend: procedural`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    speckle_scale: Annotated[float, Field(ge=0.5, le=2.0, strict=True)] = 1.0  # PSF size multiplier
+    dynamic_range_db: Annotated[float, Field(ge=30.0, le=80.0, strict=True)] = 60.0
+
+
+OPTION_DEFAULTS: dict[str, float] = {n: f.default for n, f in ProceduralOptions.model_fields.items()}
+
+
+def _describe(path: list[str], error: dict[str, Any]) -> str:
+    if error["type"] == "extra_forbidden":
+        allowed = ", ".join(sorted(ProceduralOptions.model_fields))
+        return f"unknown option for the procedural renderer; allowed: {allowed}"
+    bounds = {type(m).__name__: m for m in ProceduralOptions.model_fields[path[0]].metadata}
+    low, high = bounds["Ge"].ge, bounds["Le"].le
+    return f"got {error.get('input')!r}; use a number from {low:g} to {high:g}"
+
 
 # PSF at 512 px depth, in output pixels (about 0.3 mm axially, 0.8 mm laterally on a 4 cm view).
 AXIAL_SIGMA_PX_AT_512 = 1.0
@@ -285,21 +301,18 @@ def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
 # --------------------------------------------------------------------------- renderer
 
 
-class ProceduralRenderer:
+class ProceduralRenderer(BaseRenderer):
     """The built-in renderer: physically motivated B-mode simulation on CPU."""
 
     name = "procedural"
 
     def __init__(self, options: dict[str, Any], image_size: int):
-        self.options = _validated_options(options or {})
+        self.options = parse_renderer_options(ProceduralOptions, options or {}, _describe).model_dump()
         self.image_size = image_size
 
     def identity(self) -> dict[str, Any]:
         """What decides the pixels: goes into the dataset fingerprint."""
         return {"backend": "procedural", "version": ALGORITHM_VERSION, **self.options}
-
-    def load(self) -> None:
-        """Nothing to load: no weights."""
 
     def render(self, items: list[RenderItem]) -> list[np.ndarray]:
         images = []
@@ -318,18 +331,3 @@ class ProceduralRenderer:
                 )
             )
         return images
-
-
-def _validated_options(options: dict[str, Any]) -> dict[str, float]:
-    resolved = dict(OPTION_DEFAULTS)
-    for key, value in options.items():
-        if key not in OPTION_DEFAULTS:
-            allowed = ", ".join(sorted(OPTION_DEFAULTS))
-            raise BadInput(
-                f"recipe: renderer.{key}: unknown option for the procedural renderer; allowed: {allowed}"
-            )
-        low, high = OPTION_RANGES[key]
-        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-            raise BadInput(f"recipe: renderer.{key}: got {value!r}; use a number from {low:g} to {high:g}")
-        resolved[key] = float(value)
-    return resolved

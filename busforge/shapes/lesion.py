@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 
 from busforge.errors import BadInput
-from busforge.shape_stats import largest_component
+from busforge.shapes.stats import largest_component
 
 GRID_POINTS = 7  # control points per axis of the displacement grid over the lesion crop
 MARGIN_FACTOR = 1.25  # crop margin / largest grid displacement (spline overshoot)

@@ -10,7 +10,7 @@ from typing import Protocol
 import numpy as np
 
 from busforge.errors import BadInput
-from busforge.shapes import ShapeParams, half_extents
+from busforge.shapes.lesion import ShapeParams, half_extents
 from busforge.vocab import PATHOLOGIES
 
 SHIPPED_PRIORS = ("busi",)
@@ -118,8 +118,9 @@ class BiradsPrior:
 
     def size_bins(self, pathology: str) -> dict[str, tuple[float, float]]:
         raise BadInput(
-            "recipe: size_bins: 'prior' needs a calibrated shape prior (e.g. shape_prior: busi); "
-            "the birads prior has no fitted size distribution, give explicit bins"
+            "'prior' needs a calibrated shape prior (e.g. shape_prior: busi); "
+            "the birads prior has no fitted size distribution, give explicit bins",
+            key="size_bins",
         )
 
     def sample(
@@ -145,7 +146,7 @@ class BiradsPrior:
 
 
 class CalibratedPrior:
-    """A prior fitted on real masks by `busforge.calibrate.fit_prior`.
+    """A prior fitted on real masks by `busforge.shapes.calibrate.fit_prior`.
 
     Sampling is a smoothed bootstrap of the per-mask statistic vectors, restricted to
     the masks whose lesion_size lies in the requested range: pick one real lesion,
@@ -326,8 +327,8 @@ def load_prior(spec: str, base_dir: Path | None = None) -> ShapePrior:
     if spec == "birads":
         return BiradsPrior()
     if spec in SHIPPED_PRIORS:
-        text = resources.files("busforge").joinpath("priors", f"{spec}.json").read_text()
-        return _parse_prior(text, f"busforge/priors/{spec}.json")
+        text = resources.files("busforge.shapes").joinpath("data", f"{spec}.json").read_text()
+        return _parse_prior(text, f"busforge/shapes/data/{spec}.json")
     path = Path(spec)
     if not path.is_absolute() and base_dir is not None:
         path = base_dir / path

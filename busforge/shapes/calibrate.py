@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from busforge.errors import BadInput
-from busforge.shape_stats import STAT_NAMES, STATS_VERSION, shape_stats
+from busforge.shapes.stats import STAT_NAMES, STATS_VERSION, shape_stats
 from busforge.vocab import PATHOLOGIES
 
 PRIOR_FORMAT = "busforge-shape-prior"
@@ -99,7 +99,7 @@ def collect_masks(mask_dirs: list[Path], pathology: str | None = None) -> dict[s
 
 def table_model() -> str:
     """Identity of the sigma table: the shape model and the simulation settings."""
-    from busforge.shapes import SHAPE_MODEL
+    from busforge.shapes.lesion import SHAPE_MODEL
 
     return (
         f"{SHAPE_MODEL}|stats-v{STATS_VERSION}|sigma{list(TABLE_RELATIVE_SIGMA)}|px{list(TABLE_LONGEST_SIDE)}"
@@ -116,7 +116,7 @@ def sigma_table() -> dict[str, list]:
     import json
     from importlib import resources
 
-    shipped = resources.files("busforge").joinpath("priors", "busi.json")
+    shipped = resources.files("busforge.shapes").joinpath("data", "busi.json")
     try:
         table = json.loads(shipped.read_text()).get("sigma_table", {})
     except (OSError, ValueError):
@@ -132,7 +132,7 @@ def simulate_sigma_table(longest_sides: tuple[int, ...] = TABLE_LONGEST_SIDE) ->
     Rows are lesion sizes (longest side in pixels), columns relative sigmas: small
     lesions lose solidity to pixelation alone, so the prior reads the row of its size.
     """
-    from busforge.shapes import ShapeParams, draw_mask
+    from busforge.shapes.lesion import ShapeParams, draw_mask
 
     centre = TABLE_IMAGE_SIZE / 2
     table: dict[str, list] = defaultdict(list)
@@ -172,7 +172,7 @@ def fit_prior(mask_dirs: list[Path], pathology: str | None = None, name: str = "
     """Fit a calibrated shape prior.
 
     Each case's mask is reduced to its largest connected component and described by
-    `busforge.shape_stats.STAT_NAMES`; the prior keeps those vectors per pathology
+    `busforge.shapes.stats.STAT_NAMES`; the prior keeps those vectors per pathology
     (it samples them by smoothed bootstrap) with their quantiles, and a simulated
     table from deformation strength to solidity/circularity.
 
@@ -228,8 +228,8 @@ def closed_loop_corrections(prior: dict, pathology: str) -> dict[str, float]:
     The sigma table holds medians of one reference shape; drawing the actual prior
     shows what is left over in log(1 - solidity) and log(aspect), which sampling adds.
     """
-    from busforge.priors import CalibratedPrior
-    from busforge.shapes import draw_mask
+    from busforge.shapes.lesion import draw_mask
+    from busforge.shapes.priors import CalibratedPrior
 
     sampler = CalibratedPrior(prior, digest="fit", source="fit")
     bins = sampler.size_bins(pathology)
