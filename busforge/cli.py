@@ -23,6 +23,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("push", "busforge.commands.push:push"),
     ("train", "busforge.commands.train:app"),
     ("models", "busforge.commands.models:app"),
+    ("export", "busforge.commands.export:app"),
     ("import", "busforge.commands.import_:import_"),
     ("calibrate", "busforge.commands.calibrate:calibrate"),
 ]
