@@ -13,7 +13,7 @@ the diffusion renderer seeds a `torch.Generator` with the seed itself.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -40,11 +40,9 @@ class Stratum:
 
 @dataclass(frozen=True)
 class Plan:
-    recipe: Recipe
     specs: list[SampleSpec]
     strata: list[Stratum]
     prior_identity: str
-    size_bins: dict[str, dict[str, tuple[float, float]]] = field(default_factory=dict)
 
     def counts(self) -> dict[str, dict[str, int]]:
         """Planned counts per column value, as stored in the manifest and card."""
@@ -126,6 +124,4 @@ def make_plan(recipe: Recipe, pathology_weights: dict[str, float] | None = None)
                 ),
             )
         )
-    return Plan(
-        recipe=recipe, specs=specs, strata=strata, prior_identity=prior.identity(), size_bins=size_bins
-    )
+    return Plan(specs=specs, strata=strata, prior_identity=prior.identity())

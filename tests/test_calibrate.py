@@ -125,13 +125,13 @@ def test_bad_prior_files_are_bad_input(tmp_path, content, message):
     path = tmp_path / "prior.json"
     path.write_text(content)
     with pytest.raises(BadInput, match=message) as error:
-        load_prior("prior.json", base_dir=tmp_path)
+        load_prior(str(tmp_path / "prior.json"))
     assert str(path) in str(error.value) and "\n" not in str(error.value)
 
 
 def test_missing_prior_file_is_bad_input(tmp_path):
     with pytest.raises(BadInput, match="not found"):
-        load_prior("nope.json", base_dir=tmp_path)
+        load_prior(str(tmp_path / "nope.json"))
 
 
 def test_truncated_pathology_stats_are_bad_input(tmp_path):
@@ -192,7 +192,7 @@ def test_calibrate_command_writes_a_loadable_prior(tmp_path):
     result = _cli("calibrate", str(tmp_path / "lesions"), "--out", str(out), "--pathology", "malignant")
     assert result.returncode == 0, result.stderr
     assert "malignant" in result.stdout and "solidity" in result.stdout
-    prior = load_prior("mine.json", base_dir=tmp_path)
+    prior = load_prior(str(tmp_path / "mine.json"))
     assert prior.identity().startswith("calibrated:")
     assert len(prior.stats("malignant")["size"]) == 6
     with pytest.raises(BadInput, match="no 'benign' masks"):

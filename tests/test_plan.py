@@ -7,8 +7,9 @@ from collections import Counter
 import pytest
 
 from busforge.allocation import largest_remainder
-from busforge.plan import make_plan, sample_seed
+from busforge.plan import make_plan, resolve_size_bins, sample_seed
 from busforge.recipe import recipe_from_dict
+from busforge.shapes.priors import load_prior
 
 BASE = {"name": "p", "count": 1000, "seed": 7, "shape_prior": "birads"}
 
@@ -80,9 +81,10 @@ def test_shape_params_are_planned_within_the_image(prior):
 
 
 def test_prior_size_bins_are_terciles():
-    plan = make_plan(recipe_from_dict({**BASE, "count": 30, "shape_prior": "busi", "size_bins": "prior"}))
+    recipe = recipe_from_dict({**BASE, "count": 30, "shape_prior": "busi", "size_bins": "prior"})
+    plan = make_plan(recipe)
     assert {s.size_bin for s in plan.specs} == {"small", "medium", "large"}
-    for pathology, bins in plan.size_bins.items():
+    for pathology, bins in resolve_size_bins(recipe, load_prior(recipe.shape_prior)).items():
         assert bins["small"][1] <= bins["medium"][1] <= bins["large"][1], pathology
 
 

@@ -248,9 +248,7 @@ def render_with(model: Path, options: dict) -> list[np.ndarray]:
     }
     renderer = make_renderer("diffusion", {**defaults, **options}, size)
     renderer.load()
-    return renderer.render(
-        [RenderItem(spec=s, mask=m) for s, (m, _) in zip(specs, masks, strict=True)]
-    )
+    return renderer.render([RenderItem(spec=s, mask=m) for s, (m, _) in zip(specs, masks, strict=True)])
 
 
 def test_lora_runs_with_the_same_seed_give_the_same_adapter(real_like_dataset, tiny_model, tmp_path):

@@ -18,7 +18,7 @@ def plan(
     ] = None,
 ) -> None:
     """Show what RECIPE would render: counts per stratum and the dataset fingerprint."""
-    from busforge.executors.local import prepare
+    from busforge.planning import prepare
     from busforge.recipe import load_recipe, reject_ignored_count
 
     overrides = list(set_ or []) + ([f"count={count}"] if count is not None else [])

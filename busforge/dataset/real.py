@@ -23,12 +23,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import multiprocessing
 import os
-import sys
-from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
+from collections import Counter
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -38,11 +35,12 @@ import numpy as np
 from busforge import __version__
 from busforge.dataset.attributes import Measures, Thresholds, choose_thresholds, classify, measure
 from busforge.dataset.dedup import MAX_DISTANCE, duplicate_groups, phash
-from busforge.dataset.features import PATHOLOGY_NAMES, SOURCE_NAMES, dataset_features
+from busforge.dataset.features import PATHOLOGY_NAMES, SOURCE_NAMES
 from busforge.dataset.importers import get_importer
 from busforge.dataset.importers.base import Case, CaseError, Skip, load_case
 from busforge.dataset.splits import SPLIT_ORDER, SplitItem, make_splits
 from busforge.errors import BadInput
+from busforge.pool import ordered_map
 from busforge.prompts import DEFAULT_PROMPT, make_prompt
 
 NORMAL_PROMPT = "breast ultrasound image without tumor."
@@ -191,22 +189,6 @@ def inspect_case(case: Case) -> tuple[Inspected, bytes, bytes] | str:
     return info, encode_png(loaded.image), encode_png(loaded.mask.astype(np.uint8) * 255)
 
 
-def parallel_map(function: Callable, items: list, workers: int, in_flight: int = 0) -> Iterator:
-    """`map` in order through a process pool with a bounded number of tasks in flight."""
-    if workers <= 1:
-        yield from map(function, items)
-        return
-    context = multiprocessing.get_context("spawn" if sys.platform == "darwin" else "fork")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending: deque[Future] = deque()
-        for item in items:
-            pending.append(pool.submit(function, item))
-            if len(pending) >= (in_flight or 4 * workers):
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
-
-
 def size_bin(size: float | None) -> str | None:
     if size is None:
         return None
@@ -294,7 +276,7 @@ def _inspect(todo: list[Case], workers: int, spool, strict: bool, src: Path, ski
     """Pass 1: records of the usable cases, their PNGs appended to the spool."""
     cases: list[Case] = []
     infos: list[Inspected] = []
-    for case, result in zip(todo, parallel_map(inspect_case, todo, workers), strict=True):
+    for case, result in zip(todo, ordered_map(inspect_case, todo, workers), strict=True):
         if isinstance(result, str):
             skipped.append(Skip(case.original_file, result))
             _maybe_strict(strict, src, skipped)
@@ -312,7 +294,7 @@ def _build(
     kind, src, out, domain, seed, sizes, force, progress, cases, infos, skipped, spool
 ) -> ImportReport:
     """Duplicates, splits, thresholds and fingerprint from the records; then write the dataset."""
-    from busforge.executors.local import check_existing
+    from busforge.dataset.output import check_existing
     from busforge.fingerprint import fingerprint
 
     if not cases:
@@ -398,49 +380,50 @@ def _report(
 def _write(out, fp, cases, infos, assignment, thresholds, domain, identity, spool, progress):
     from tqdm import tqdm
 
+    from busforge.dataset.output import pending_shards, write_shard
     from busforge.dataset.writer import Staging
+    from busforge.planning import ShardJob
 
     staging = Staging(out)
     staging.open(fp, force=True)  # an unfinished import of other files is simply redone
-    schema = dataset_features().arrow_schema
     renderer = json.dumps(identity, sort_keys=True, separators=(",", ":"))
+    members = {split: [k for k, s in enumerate(assignment) if s == split] for split in SPLIT_ORDER}
+    jobs = []
+    for split in SPLIT_ORDER:
+        n = len(members[split])
+        total = math.ceil(n / ROWS_PER_SHARD)
+        jobs += [
+            ShardJob(split, i, total, real_rows=(i * ROWS_PER_SHARD, min(n, (i + 1) * ROWS_PER_SHARD)))
+            for i in range(total)
+        ]
+    done, todo = pending_shards(staging, jobs)
+
+    def rows(job: ShardJob):
+        start, stop = job.real_rows
+        for k in members[job.split][start:stop]:
+            offset, image_len, mask_len = infos[k].spool
+            spool.seek(offset)
+            encoded = (spool.read(image_len), spool.read(mask_len))
+            yield [make_real_row(cases[k], infos[k], encoded, thresholds, domain, renderer)]
+
     bar = tqdm(total=len(cases), desc="import", unit="img", disable=not progress)
-    records = []
+    bar.update(sum(jobs[i].rows for i in done))
+    written = {}
     try:
-        for split in SPLIT_ORDER:
-            members = [k for k, s in enumerate(assignment) if s == split]
-            total = math.ceil(len(members) / ROWS_PER_SHARD)
-            for index in range(total):
-                chunk = members[index * ROWS_PER_SHARD : (index + 1) * ROWS_PER_SHARD]
-                record = staging.done(split, index, total)
-                if record is None:
-                    shard = staging.open_shard(split, index, total, schema, ROWS_PER_ROW_GROUP)
-                    try:
-                        for k in chunk:
-                            offset, image_len, mask_len = infos[k].spool
-                            spool.seek(offset)
-                            encoded = (spool.read(image_len), spool.read(mask_len))
-                            shard.add(
-                                [make_real_row(cases[k], infos[k], encoded, thresholds, domain, renderer)]
-                            )
-                            bar.update(1)
-                        shard.close()
-                    except BaseException:
-                        shard.abort()
-                        raise
-                    record = staging.mark_done(split, index, shard)
-                else:
-                    bar.update(len(chunk))
-                records.append(record)
+        for job in todo:
+            written[(job.split, job.index)] = write_shard(
+                staging, job, rows(job), ROWS_PER_ROW_GROUP, bar.update
+            )
     finally:
         bar.close()
-    return records
+    # In the order of the splits (the card lists them so), whether resumed or written now.
+    return [done[i] if i in done else written[(job.split, job.index)] for i, job in enumerate(jobs)]
 
 
 def _finalize(out, fp, force, records, report: ImportReport, settings, identity) -> None:
-    import yaml
-
-    from busforge.dataset.manifest import MANIFEST, build_manifest
+    from busforge.dataset.manifest import build_manifest
+    from busforge.dataset.output import finalize
+    from busforge.dataset.writer import Staging
 
     manifest = build_manifest(
         name=out.name,
@@ -464,18 +447,16 @@ def _finalize(out, fp, force, records, report: ImportReport, settings, identity)
             },
         },
     )
-    files = {
-        MANIFEST: json.dumps(manifest, indent=2, sort_keys=True) + "\n",
-        "README.md": render_real_card(manifest, report),
-        # What made this dataset: `busforge import` settings (verify expects a recipe.yaml).
-        "recipe.yaml": yaml.safe_dump({"import": {**settings, "source": report.source}}, sort_keys=False),
-        REPORT_JSON: json.dumps(report.as_dict(), indent=2) + "\n",
-        REPORT_TEXT: report.text(),
-    }
-    from busforge.dataset.writer import Staging
-
     # check_existing() already refused to replace another dataset without --force.
-    Staging(out).finalize(files, replace_existing=True)
+    finalize(
+        Staging(out),
+        manifest,
+        # What made this dataset: `busforge import` settings (verify expects a recipe.yaml).
+        {"import": {**settings, "source": report.source}},
+        render_real_card(manifest, report),
+        replace_existing=True,
+        extra_files={REPORT_JSON: json.dumps(report.as_dict(), indent=2) + "\n", REPORT_TEXT: report.text()},
+    )
 
 
 SOURCES = {

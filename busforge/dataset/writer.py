@@ -1,6 +1,6 @@
 """Parquet shards in the Hub layout, built in a staging folder and renamed into place when complete.
 
-Invariants (see DESIGN.md):
+Invariants:
 - a shard is written to a temporary file, closed, renamed, hashed, and only then marked done by a
   small JSON marker; a marker whose file or hash does not match is ignored, so a killed run
   redoes at most the shard it was writing;
@@ -103,13 +103,13 @@ class Staging:
         self.dir = out_dir.parent / f".{out_dir.name}.staging"
         self.internal = self.dir / INTERNAL
 
-    def open(self, fingerprint: str, force: bool) -> bool:
-        """Create or resume the staging folder. Returns True when resuming earlier work."""
+    def open(self, fingerprint: str, force: bool) -> None:
+        """Create the staging folder, or resume the one started for this fingerprint."""
         run_file = self.internal / "run.json"
         if self.dir.exists():
             started_for = json.loads(run_file.read_text())["fingerprint"] if run_file.exists() else None
             if started_for == fingerprint:
-                return True
+                return
             finished = list((self.internal / "shards").glob("*.json"))
             if started_for is not None and finished and not force:
                 raise BadInput(
@@ -120,7 +120,6 @@ class Staging:
             shutil.rmtree(self.dir)
         self.internal.mkdir(parents=True)
         write_json_atomic(run_file, {"fingerprint": fingerprint})
-        return False
 
     def _marker(self, split: str, index: int) -> Path:
         return self.internal / "shards" / f"{split}-{index:05d}.json"

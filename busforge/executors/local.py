@@ -1,38 +1,29 @@
-"""Render a plan on this machine: skip finished shards, render the rest, finalize atomically.
+"""Render a prepared run on this machine: skip finished shards, render the rest, finalize.
 
-Shards are fixed by the plan (`shard = index // rows_per_shard`); workers only change speed.
 With `workers > 1`, batches of one shard are rendered by a process pool (each process loads the
 renderer once) with a bounded number of batches in flight, and written in plan order by this
-process, so memory stays flat and the bytes do not depend on the worker count.
+process, so memory stays flat and the bytes do not depend on the worker count. Planning, the
+shard writer and the finalize are shared with any other executor (busforge.planning,
+busforge.dataset.output); this file only decides how the rows of each shard are rendered.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import sys
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from busforge.dataset.card import render_card
-from busforge.dataset.features import dataset_features
-from busforge.dataset.manifest import MANIFEST, build_manifest, read_manifest
-from busforge.dataset.writer import ShardRecord, Staging, remove_leftovers
-from busforge.errors import BadInput
-from busforge.executors.rows import encode_rows, prepare_items, render_rows
-from busforge.fingerprint import fingerprint
-from busforge.plan import Plan, make_plan
+from busforge.dataset.output import check_existing, pending_shards, write_shard
+from busforge.dataset.writer import Staging
+from busforge.executors.rows import batches_of, encode_rows, prepare_items, render_rows
+from busforge.planning import ShardJob, finish, prepare, real_batches
+from busforge.pool import OrderedPool
 from busforge.recipe import Recipe
 from busforge.renderers.base import Renderer, make_renderer
 from busforge.sample import SampleSpec
-
-SPLIT = "train"
 
 
 @dataclass(frozen=True)
@@ -43,10 +34,6 @@ class RenderOutcome:
     rendered_shards: int
     reused_shards: int
     up_to_date: bool = False
-
-
-def _batches(specs: list[SampleSpec], size: int) -> list[list[SampleSpec]]:
-    return [specs[i : i + size] for i in range(0, len(specs), size)]
 
 
 # Per-process renderer for the pool (loaded once per worker by the initializer).
@@ -73,32 +60,23 @@ class RowSource:
         self.recipe = recipe
         self.renderer = renderer
         self.batch_size = int(renderer.batch_size)
-        self.pool: ProcessPoolExecutor | None = None
+        self.pool: OrderedPool | None = None
         if workers > 1 and not renderer.in_process:
-            import multiprocessing
-
-            self.pool = ProcessPoolExecutor(
-                max_workers=workers,
-                mp_context=multiprocessing.get_context("spawn" if sys.platform == "darwin" else "fork"),
+            self.pool = OrderedPool(
+                workers,
+                in_flight=2 * workers,
                 initializer=_init_worker,
                 initargs=(recipe.renderer.backend, recipe.renderer.options, recipe.image_size),
             )
-            self.in_flight = 2 * workers
         else:
             renderer.load()
 
     def rows(self, specs: list[SampleSpec]) -> Iterator[list[dict[str, Any]]]:
-        batches = _batches(specs, self.batch_size)
+        batches = batches_of(specs, self.batch_size)
         if self.pool is None:
             yield from self._rows_overlapped(batches)
             return
-        pending: deque[Future] = deque()
-        for batch in batches:
-            pending.append(self.pool.submit(_render_in_worker, batch))
-            if len(pending) >= self.in_flight:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        yield from self.pool.map(_render_in_worker, batches)
 
     def _rows_overlapped(self, batches: list[list[SampleSpec]]) -> Iterator[list[dict[str, Any]]]:
         """In-process rendering (e.g. on a GPU) with the CPU work beside it: the next batch's masks
@@ -123,141 +101,7 @@ class RowSource:
 
     def close(self) -> None:
         if self.pool is not None:
-            self.pool.shutdown(cancel_futures=True)
-
-
-def check_existing(out_dir: Path, fp: str, force: bool) -> bool:
-    """True when `out_dir` already holds this exact dataset; refuse to clobber another one."""
-    if not out_dir.exists():
-        return False
-    if not out_dir.is_dir():
-        raise BadInput(f"{out_dir}: is a file; --out (or output.dir) must name a folder")
-    if force:
-        return False
-    if not (out_dir / MANIFEST).exists():
-        if any(out_dir.iterdir()):
-            raise BadInput(
-                f"{out_dir}: exists and is not a busforge dataset; choose another --out or pass --force"
-            )
-        return False
-    existing = read_manifest(out_dir).get("fingerprint")
-    if existing != fp:
-        raise BadInput(
-            f"{out_dir}: holds another dataset (fingerprint {existing}, this run gives {fp}); "
-            "pass --force to replace it, or --out to write elsewhere"
-        )
-    remove_leftovers(out_dir)
-    return True
-
-
-@dataclass(frozen=True)
-class ShardJob:
-    """One output shard: which rows go in it. Synthetic shards hold a slice of the plan; real
-    shards hold a slice of a real split, copied as imported."""
-
-    split: str
-    index: int
-    total: int
-    specs: list[SampleSpec] | None = None
-    real_rows: tuple[int, int] | None = None  # [start, stop) within the real split
-
-    @property
-    def rows(self) -> int:
-        if self.specs is not None:
-            return len(self.specs)
-        assert self.real_rows is not None
-        return self.real_rows[1] - self.real_rows[0]
-
-
-def shard_jobs(plan: Plan, per_shard: int, real_splits: dict[str, int]) -> list[ShardJob]:
-    """The output's shards, fixed by the plan and the real data, never by the worker count.
-
-    train = the real train rows (if any) followed by the synthetic rows; other splits are real.
-    """
-    real_train = real_splits.get("train", 0)
-    n_real = math.ceil(real_train / per_shard)
-    n_synth = math.ceil(len(plan.specs) / per_shard)
-    total = max(1, n_real + n_synth)
-    jobs = [
-        ShardJob(SPLIT, i, total, real_rows=(i * per_shard, min(real_train, (i + 1) * per_shard)))
-        for i in range(n_real)
-    ]
-    # Within a shard rows are ordered by (domain, index): batches then hold one domain (one LoRA
-    # adapter) each, and the order is still a function of the plan alone.
-    jobs += [
-        ShardJob(
-            SPLIT,
-            n_real + k,
-            total,
-            specs=sorted(plan.specs[k * per_shard : (k + 1) * per_shard], key=lambda s: (s.domain, s.index)),
-        )
-        for k in range(n_synth)
-    ]
-    if not jobs:  # an empty dataset still has its (empty) train shard
-        jobs.append(ShardJob(SPLIT, 0, 1, specs=[]))
-    for split, rows in real_splits.items():
-        if split != SPLIT and rows:
-            n = math.ceil(rows / per_shard)
-            jobs += [
-                ShardJob(split, i, n, real_rows=(i * per_shard, min(rows, (i + 1) * per_shard)))
-                for i in range(n)
-            ]
-    return jobs
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """Everything decided before the first pixel: resolved recipe, plan, renderer, shards, identity."""
-
-    recipe: Recipe
-    plan: Plan
-    renderer: Renderer
-    mix: Any  # busforge.dataset.mix.RealMix | None
-    fingerprint: str
-    jobs: list[ShardJob]
-
-
-def limit_plan(plan: Plan, limit: int) -> Plan:
-    """The first `limit` samples of a plan, with its strata counted over what is kept."""
-    specs = plan.specs[:limit]
-    kept = Counter((s.pathology, s.domain, s.size_bin, s.echogenicity, s.boundary) for s in specs)
-    strata = [
-        replace(s, count=kept[(s.pathology, s.domain, s.size_bin, s.echogenicity, s.boundary)])
-        for s in plan.strata
-    ]
-    return replace(plan, specs=specs, strata=[s for s in strata if s.count])
-
-
-def prepare(recipe: Recipe, limit: int | None = None) -> Prepared:
-    """`limit` keeps only the first N planned samples (same seeds and pixels as the full plan)."""
-    mix = None
-    if recipe.real is not None:
-        from busforge.dataset.mix import resolve_real
-
-        try:
-            mix = resolve_real(recipe)
-        except BadInput as err:  # name the recipe that points at the real data
-            raise BadInput(f"{recipe.source}: {err}") from None
-    recipe, pathology_weights = apply_real_mix(recipe, mix)
-    plan = make_plan(recipe, pathology_weights)
-    if limit is not None and limit < len(plan.specs):
-        plan = limit_plan(plan, limit)
-        limited = {"limit": limit}
-    else:
-        limited = {}
-    renderer = make_renderer(
-        recipe.renderer.backend, recipe.renderer.options, recipe.image_size, recipe.source
-    )
-    try:  # the whole plan's domains, so a resumed run renders alike
-        renderer.expect_domains({spec.domain for spec in plan.specs})
-    except BadInput as err:
-        raise err.with_source(recipe.source) from None
-    real_identity = {"real": {"fingerprint": mix.fingerprint, "ratio": mix.ratio}} if mix else {}
-    fp = fingerprint(
-        recipe.content(), renderer.identity(), shape_prior=plan.prior_identity, **real_identity, **limited
-    )
-    jobs = shard_jobs(plan, recipe.output.rows_per_shard, real_rows_in_output(mix))
-    return Prepared(recipe, plan, renderer, mix, fp, jobs)
+            self.pool.close()
 
 
 def run_render(
@@ -271,118 +115,39 @@ def run_render(
 ) -> RenderOutcome:
     from tqdm import tqdm
 
-    from busforge.dataset.mix import manifest_entry
-
     out_dir = Path(out_dir or recipe.output.dir)
     prepared = prepare(recipe, limit)
-    recipe, plan, renderer, mix, fp, jobs = (
-        prepared.recipe,
-        prepared.plan,
-        prepared.renderer,
-        prepared.mix,
-        prepared.fingerprint,
-        prepared.jobs,
-    )
-    n_rows = sum(job.rows for job in jobs)
-    if check_existing(out_dir, fp, force):
-        return RenderOutcome(out_dir, fp, n_rows, 0, 0, up_to_date=True)
+    recipe = prepared.recipe
+    if check_existing(out_dir, prepared.fingerprint, force):
+        return RenderOutcome(out_dir, prepared.fingerprint, prepared.rows, 0, 0, up_to_date=True)
 
     staging = Staging(out_dir)
-    staging.open(fp, force)
-    schema = dataset_features().arrow_schema
-    records: list[ShardRecord] = []
-    todo: list[ShardJob] = []
-    for job in jobs:
-        record = staging.done(job.split, job.index, job.total)
-        if record is not None:
-            records.append(record)
-        else:
-            todo.append(job)
-
+    staging.open(prepared.fingerprint, force)
+    done, todo = pending_shards(staging, prepared.jobs)
+    records = list(done.values())
     progress = tqdm(
-        total=n_rows, desc="render", unit="img", disable=quiet, initial=sum(r.rows for r in records)
+        total=prepared.rows, desc="render", unit="img", disable=quiet, initial=sum(r.rows for r in records)
     )
-    source = RowSource(recipe, renderer, workers) if any(job.specs for job in todo) else None
+    source = RowSource(recipe, prepared.renderer, workers) if any(job.specs for job in todo) else None
     try:
         for job in todo:
-            shard = staging.open_shard(
-                job.split, job.index, job.total, schema, recipe.output.rows_per_row_group
+            batches = job_rows(job, source, prepared.mix)
+            records.append(
+                write_shard(staging, job, batches, recipe.output.rows_per_row_group, progress.update)
             )
-            try:
-                for rows in job_rows(job, source, mix):
-                    shard.add(rows)
-                    progress.update(len(rows))
-                shard.close()
-            except BaseException:
-                shard.abort()
-                raise
-            records.append(staging.mark_done(job.split, job.index, shard))
     finally:
         progress.close()
         if source is not None:
             source.close()
-
-    manifest = build_manifest(
-        name=recipe.name,
-        version=recipe.version,
-        fingerprint=fp,
-        renderer=renderer.identity(),
-        counts=plan.counts(),
-        strata=[{**s.__dict__, "size_range": list(s.size_range)} for s in plan.strata],
-        shards=sorted(records, key=lambda r: (r.split, r.index)),
-        extra={"shape_prior": plan.prior_identity, **({"real": manifest_entry(mix)} if mix else {})},
+    finish(prepared, staging, records, replace_existing=force)
+    return RenderOutcome(
+        out_dir, prepared.fingerprint, prepared.rows, len(todo), len(prepared.jobs) - len(todo)
     )
-    content = recipe.content()
-    staging.finalize(
-        {
-            MANIFEST: json.dumps(manifest, indent=2, sort_keys=True) + "\n",
-            "recipe.yaml": yaml.safe_dump(content, sort_keys=False),
-            "README.md": render_card(manifest, content, source_datasets=[str(mix.dataset)] if mix else None),
-        },
-        replace_existing=force,
-    )
-    return RenderOutcome(out_dir, fp, n_rows, len(todo), len(jobs) - len(todo))
-
-
-def real_rows_in_output(mix) -> dict[str, int]:
-    """Real rows per output split: the real train rows (none for "0:1") and all of the others."""
-    if mix is None:
-        return {}
-    from busforge.dataset.mix import real_train_rows
-
-    return {**mix.split_rows, "train": real_train_rows(mix)}
-
-
-def apply_real_mix(recipe: Recipe, mix) -> tuple[Recipe, dict[str, float] | None]:
-    """With real data: the synthetic count follows the ratio, the domain defaults to the real
-    data's, and `pathology: match_real` takes the real train split's mix."""
-    if mix is None:
-        return recipe, None
-    from busforge.dataset.mix import pathology_weights, synthetic_count
-
-    update: dict[str, Any] = {"count": synthetic_count(mix)}
-    if "domain" not in recipe.model_fields_set:
-        update["domain"] = mix.domain
-    resolved = recipe.model_copy(update=update)
-    resolved._source = recipe.source
-    weights = pathology_weights(mix) if recipe.pathology == "match_real" else None
-    return resolved, weights
 
 
 def job_rows(job: ShardJob, source: RowSource | None, mix) -> Iterator[list[dict[str, Any]]]:
-    if job.specs is not None:
-        assert source is not None or not job.specs
-        if job.specs:
-            yield from source.rows(job.specs)
-        return
-    from busforge.dataset.mix import real_row_batches
-
-    start, stop = job.real_rows
-    seen = 0
-    for batch in real_row_batches(mix, job.split):
-        lo, hi = max(start - seen, 0), min(stop - seen, len(batch))
-        if lo < hi:
-            yield batch[lo:hi]
-        seen += len(batch)
-        if seen >= stop:
-            return
+    if job.specs is None:
+        yield from real_batches(job, mix)
+    elif job.specs:
+        assert source is not None
+        yield from source.rows(job.specs)

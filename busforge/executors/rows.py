@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,19 @@ def encode_rows(
         make_row(item.spec, item.mask, shape, image, provenance(renderer, item.spec))
         for item, shape, image in zip(items, shapes, images, strict=True)
     ]
+
+
+def batches_of(specs: list[SampleSpec], size: int) -> list[list[SampleSpec]]:
+    return [specs[i : i + size] for i in range(0, len(specs), size)]
+
+
+def render_shard(
+    renderer: Renderer, specs: list[SampleSpec], image_size: int
+) -> Iterator[list[dict[str, Any]]]:
+    """A shard's rows, batch by batch (`renderer.batch_size`), rendered in this process: the unit
+    an executor hands a worker (the renderer loaded there once)."""
+    for batch in batches_of(specs, renderer.batch_size):
+        yield render_rows(renderer, batch, image_size)
 
 
 def render_rows(renderer: Renderer, specs: list[SampleSpec], image_size: int) -> list[dict[str, Any]]:

@@ -71,7 +71,6 @@ class DiffusionRenderer(BaseRenderer):
         self._identity: dict[str, Any] | None = None
         self.pipe: Any = None
         self._active: str | None = None  # domain whose adapter (or none) is in effect
-        self._active_set = False
         self._fused: str | None = None  # domain whose adapter is fused into the weights
         self._loaded: set[str] = set()  # adapters loaded into the pipeline
         self._single_domain = len(self.options.lora) == 1  # may fuse; refined by expect_domains
@@ -186,13 +185,13 @@ class DiffusionRenderer(BaseRenderer):
 
     def _activate(self, domain: str) -> None:
         """Make `domain`'s adapter (or the bare base model, if mapped to null) the one in effect."""
-        if self._active_set and domain == self._active:
+        if domain == self._active:
             return
         if domain not in self.options.lora:
             raise self._unmapped(domain)
         source = self.sources().get(f"lora/{domain}")
         pipe = self.pipe
-        first = not self._active_set
+        first = self._active is None
         if first and self._single_domain:
             if source is not None:
                 self._load_adapter(domain, source)
@@ -212,7 +211,7 @@ class DiffusionRenderer(BaseRenderer):
                 self._load_adapter(domain, source)
                 pipe.enable_lora()
                 pipe.set_adapters([domain])
-        self._active, self._active_set = domain, True
+        self._active = domain
 
     def _unmapped(self, domain: str) -> BadInput:
         mapped = ", ".join(sorted(self.options.lora)) or "none"

@@ -316,13 +316,12 @@ def _parse_prior(text: str, source: str) -> CalibratedPrior:
         ) from None
 
 
-def load_prior(spec: str, base_dir: Path | None = None) -> ShapePrior:
+def load_prior(spec: str) -> ShapePrior:
     """Resolve a recipe's `shape_prior`.
 
     Args:
         spec: "birads", a shipped prior name ("busi"), or a path to a calibrated
-            prior JSON (relative to base_dir).
-        base_dir: folder of the recipe.
+            prior JSON (relative to the current folder, like every path in a recipe).
     """
     if spec == "birads":
         return BiradsPrior()
@@ -330,8 +329,6 @@ def load_prior(spec: str, base_dir: Path | None = None) -> ShapePrior:
         text = resources.files("busforge.shapes").joinpath("data", f"{spec}.json").read_text()
         return _parse_prior(text, f"busforge/shapes/data/{spec}.json")
     path = Path(spec)
-    if not path.is_absolute() and base_dir is not None:
-        path = base_dir / path
     if not path.is_file():
         raise BadInput(
             f"{path}: shape prior not found; use birads, "
