@@ -27,7 +27,7 @@ from pydantic import (
 from busforge.errors import BadInput
 from busforge.prompts import DEFAULT_PROMPT
 from busforge.validation import bad_input
-from busforge.vocab import BOUNDARIES, ECHOGENICITIES, PATHOLOGIES
+from busforge.vocab import BOUNDARIES, DEFAULT_SIZE_BINS, ECHOGENICITIES, PATHOLOGIES
 
 SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
 
@@ -185,9 +185,7 @@ class Recipe(StrictModel):
     pathology: dict[str, Weight] | Literal["match_real"] = {"benign": 0.6, "malignant": 0.4}
     size_bins: dict[str, SizeBin] | Literal["prior"] = Field(
         default_factory=lambda: {
-            "small": SizeBin(weight=1, range=(0.08, 0.18)),
-            "medium": SizeBin(weight=1, range=(0.18, 0.30)),
-            "large": SizeBin(weight=1, range=(0.30, 0.50)),
+            name: SizeBin(weight=1, range=bounds) for name, bounds in DEFAULT_SIZE_BINS.items()
         }
     )
     attributes: dict[str, PathologyAttributes] = Field(default_factory=_default_attributes)

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from busforge.dataset.attributes import Measures, Thresholds, choose_thresholds, classify, measure
-from busforge.dataset.real import fit_ellipse, lesion_size
+from busforge.dataset.real_inspect import fit_ellipse, relative_size
 from busforge.shapes.stats import shape_stats
 
 SIZE = 160
@@ -81,4 +81,4 @@ def test_fitted_ellipse_matches_the_drawn_one():
     assert shape["angle"] == pytest.approx(30, abs=1.5)
     assert (shape["cx"], shape["cy"]) == (pytest.approx(70, abs=0.5), pytest.approx(90, abs=0.5))
     assert shape["sigma"] is None
-    assert lesion_size(mask) == pytest.approx(shape_stats(mask).size)
+    assert relative_size(mask) == pytest.approx(shape_stats(mask).size)

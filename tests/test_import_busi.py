@@ -14,7 +14,8 @@ from conftest import SHARED_DATA
 from PIL import Image
 
 from busforge.dataset.importers.base import read_image, to_binary, to_grey
-from busforge.dataset.real import NORMAL_PROMPT, import_real
+from busforge.dataset.real import import_real
+from busforge.dataset.real_rows import NORMAL_PROMPT
 from busforge.dataset.verify import verify_dataset
 
 BUSI = SHARED_DATA / "busi_mini" / "Dataset_BUSI_with_GT"

@@ -10,7 +10,8 @@ import pytest
 from PIL import Image
 from real_fixtures import save, scan_image, write_csv
 
-from busforge.dataset.real import NORMAL_PROMPT, import_real
+from busforge.dataset.real import import_real
+from busforge.dataset.real_rows import NORMAL_PROMPT
 from busforge.errors import BadInput
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from busforge.dataset.features import dataset_features
+
+if TYPE_CHECKING:
+    from busforge.dataset.import_report import ImportReport
 
 PAPER_CITATION = """@inproceedings{pan2025clinicalprior,
   title     = {Clinical Prior-Guided Tumor Generation for Breast Ultrasound with Cross Domain Adaptation},
@@ -123,4 +126,45 @@ of Pan et al.:
 ```bibtex
 {PAPER_CITATION}
 ```
+"""
+
+
+SOURCES = {
+    "busi": "Al-Dhabyani et al., Dataset of breast ultrasound images, Data in Brief 28:104863 (2020)",
+    "udiat": "Yap et al., Automated breast ultrasound lesions detection using CNNs, IEEE JBHI 22(4) (2018)",
+    "stu": "Zhuang et al., STU-Hospital breast ultrasound test set",
+    "busbra": "Gómez-Flores et al., BUS-BRA: a breast ultrasound dataset, Medical Physics (2023)",
+    "folder": "in-house data (folder layout)",
+}
+
+
+def render_real_card(manifest: dict[str, Any], report: ImportReport) -> str:
+    """A short card: Hub metadata, what was imported, how attributes and splits were made."""
+    from busforge.dataset.import_report import REPORT_JSON, REPORT_TEXT, fmt_counts
+    from busforge.dataset.real_rows import NORMAL_PROMPT, REAL_SEED
+
+    meta = card_metadata(manifest, "other", [report.kind])
+    meta["tags"] = [t for t in meta["tags"] if t != "synthetic"] + ["real"]
+    rows = {name: s["rows"] for name, s in manifest["splits"].items()}
+    thresholds = ", ".join(f"`{k}` {v:.4f}" for k, v in report.attribute_thresholds.items())
+    return f"""---
+{yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)}---
+
+# {manifest["name"]} (real data, imported by busforge {manifest["busforge_version"]})
+
+Real breast-ultrasound images imported with `busforge import {report.kind}`: original resolution,
+grey-scale PNG images, binary PNG lesion masks (union of a case's lesion masks), `source = real`.
+Source: {SOURCES.get(report.kind, report.kind)}. **Use it under the source dataset's own terms and
+cite it.** Not for clinical use.
+
+- Fingerprint (identity of this import): `{manifest["fingerprint"]}`
+- Domain: `{report.domain}`; cases per class: {fmt_counts(report.per_class)}
+- Rows per split: {", ".join(f"{k}: {v}" for k, v in rows.items())} (stratified by pathology; patients
+  and near-duplicate groups are never split; {len(report.duplicate_groups)} duplicate groups,
+  {len(report.cross_class_groups)} across classes)
+- Echogenicity and boundary are measured, not labelled by clinicians: see the columns
+  `echo_heterogeneity`, `boundary_contrast`, `boundary_sharpness`; thresholds for this dataset:
+  {thresholds}. Normal cases have null attributes and the prompt "{NORMAL_PROMPT}"
+- `seed` is {REAL_SEED} (not generated); `renderer` records the importer; the full import report is
+  `{REPORT_TEXT}` / `{REPORT_JSON}`.
 """

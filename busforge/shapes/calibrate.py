@@ -1,12 +1,12 @@
 """Fit a calibrated shape prior from folders of real lesion masks."""
 
-import re
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from busforge.errors import BadInput
+from busforge.imagefiles import BUSI_MASK_NAME
 from busforge.shapes.stats import STAT_NAMES, STATS_VERSION, shape_stats
 from busforge.vocab import PATHOLOGIES
 
@@ -24,31 +24,20 @@ TABLE_ASPECT = 1.6  # reference ellipse a / b
 CORRECTION_DRAWS = 300
 CORRECTION_SEED = 20250
 
-# BUSI names extra lesions of a case "<case>_mask_1.png", "<case>_mask_2.png".
-_CASE_PATTERN = re.compile(r"^(?P<case>.+?)_mask(?:_\d+)?$")
-
 
 def read_mask(path: Path) -> np.ndarray:
-    """A PNG mask of any mode (1-bit, L, P, RGB, RGBA, 16-bit) as a boolean array (> 0)."""
-    from PIL import Image, UnidentifiedImageError
+    """A PNG mask as a boolean array, binarised like imported masks (busforge.imagefiles.to_binary)."""
+    from busforge.imagefiles import UnreadableImage, read_image, to_binary
 
     try:
-        with Image.open(path) as image:
-            if image.mode == "P":
-                image = image.convert("RGB")
-            pixels = np.asarray(image)
-    except (OSError, UnidentifiedImageError) as error:
+        return to_binary(read_image(path))
+    except UnreadableImage as error:
         raise BadInput(f"{path}: not a readable image ({error}); give PNG mask files") from None
-    if pixels.ndim == 3:
-        # Colour channels only: an opaque alpha channel is not lesion.
-        channels = pixels.shape[2]
-        pixels = pixels[..., : 3 if channels >= 3 else 1].max(axis=2)
-    return pixels > 0
 
 
 def _mask_files(folder: Path) -> list[Path]:
     pngs = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() == ".png")
-    masks = [p for p in pngs if "_mask" in p.stem]
+    masks = [p for p in pngs if BUSI_MASK_NAME.match(p.stem)]
     # A BUSI class folder mixes images and masks; a mask-only folder has any names.
     return masks or pngs
 
@@ -57,8 +46,8 @@ def _case_masks(files: list[Path]) -> list[np.ndarray]:
     """One mask per case: files of one BUSI case with the same shape are united."""
     groups: dict[str, list[Path]] = defaultdict(list)
     for path in files:
-        match = _CASE_PATTERN.match(path.stem)
-        groups[match["case"] if match else path.stem].append(path)
+        match = BUSI_MASK_NAME.match(path.stem)
+        groups[match["stem"] if match else path.stem].append(path)
     masks = []
     for paths in groups.values():
         parts = [read_mask(path) for path in paths]

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from busforge.errors import BadInput
+from busforge.imagefiles import UnreadableImage, read_image, to_binary, to_grey
 
 # A mask whose aspect ratio differs from its image's by more than this cannot be a resized copy.
 ASPECT_TOLERANCE = 0.02
@@ -86,40 +87,6 @@ class LoadedCase:
     merged_masks: int  # number of mask files merged
 
 
-def read_image(path: Path):
-    """Open and fully decode an image (truncated files fail here, not later)."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()
-    except (OSError, SyntaxError, ValueError, UnidentifiedImageError, Image.DecompressionBombError) as err:
-        raise CaseError(f"{path.name}: unreadable image ({type(err).__name__}: {err})") from None
-
-
-def to_grey(img) -> np.ndarray:
-    """8-bit grey: RGB(A) by ITU-R 601 luma (what PIL's 'L' conversion does), 16-bit scaled down."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-        array = np.asarray(img, dtype=np.float64)
-        top = array.max() or 1.0
-        return np.round(array * (255.0 / max(top, 255.0) if top > 255 else 1.0)).astype(np.uint8)
-    return np.asarray(img.convert("L"), dtype=np.uint8)
-
-
-def to_binary(img) -> np.ndarray:
-    """A mask in any PNG mode (1-bit, grey, RGB, RGBA, palette) as bool: lesion = bright pixels.
-
-    Alpha is ignored (BUSI's RGBA masks are opaque); a pixel is lesion when its grey value is
-    above half range, so anti-aliased edges do not grow the lesion.
-    """
-    if img.mode == "1":
-        return np.asarray(img, dtype=bool)
-    if img.mode in ("RGBA", "LA", "P", "PA"):
-        img = img.convert("RGBA").convert("RGB")
-    return to_grey(img) > 127
-
-
 def reconcile(mask: np.ndarray, size: tuple[int, int], name: str) -> tuple[np.ndarray, bool]:
     """Bring a mask to the image's (width, height): nearest-neighbour resize when only the scale
     differs; a CaseError when the shapes cannot be a resized copy of each other."""
@@ -140,6 +107,13 @@ def reconcile(mask: np.ndarray, size: tuple[int, int], name: str) -> tuple[np.nd
 
 def load_case(case: Case) -> LoadedCase:
     """Decode a case: grey image and the union of its masks at the image's size."""
+    try:
+        return _load_case(case)
+    except UnreadableImage as err:
+        raise CaseError(str(err)) from None
+
+
+def _load_case(case: Case) -> LoadedCase:
     img = read_image(case.image)
     image = to_grey(img)
     size = (image.shape[1], image.shape[0])

@@ -7,10 +7,10 @@ import re
 from pathlib import Path
 
 from busforge.dataset.importers.base import Scan, Skip, add_case, is_image_file, require_dir
+from busforge.imagefiles import BUSI_MASK_NAME
 from busforge.vocab import NORMAL, PATHOLOGIES
 
 CLASSES = (*PATHOLOGIES, NORMAL)
-MASK_NAME = re.compile(r"^(?P<stem>.+?)_mask(?:_(?P<n>\d+))?$", re.IGNORECASE)
 # The paper's BUSI split (benign + malignant cases; normal cases follow the same proportions).
 DEFAULT_SPLIT = {"train": 396, "validation": 54, "test": 197}
 
@@ -52,7 +52,7 @@ def scan_class(root: Path, folder: Path, pathology: str, result: Scan) -> None:
         if not is_image_file(path):
             result.skipped.append(Skip(str(path.relative_to(root)), "not an image file"))
             continue
-        match = MASK_NAME.match(path.stem)
+        match = BUSI_MASK_NAME.match(path.stem)
         if match:
             masks.setdefault(match["stem"], []).append((int(match["n"] or 0), path))
         else:
