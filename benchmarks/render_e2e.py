@@ -1,9 +1,14 @@
 """End-to-end `busforge render` with the procedural renderer: images/s and peak RSS.
 
-Compares, in one run: --workers 1 (baseline) vs --workers 2, and peak RSS of the whole process
-tree for N vs 10 N samples (memory must stay flat: the writer streams row groups).
+Runs exactly the command a user types, in the user's environment (this script sets no thread
+variables), and compares in one run, interleaved so machine noise hits all alike:
 
-    python benchmarks/render_e2e.py [--count 1000] [--size 512] [--repeats 3]
+- `--workers 1` vs `--workers 2` (the default on two cores);
+- each against the same command with OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=MKL_NUM_THREADS=1 in the
+  environment, the hand-tuned setting busforge's own thread sizing must match (ratio ~1);
+- peak RSS of the whole process tree for N vs 10 N samples (memory must stay flat).
+
+    python benchmarks/render_e2e.py [--count 1000] [--repeats 3] [--size 512]
 """
 
 from __future__ import annotations
@@ -20,29 +25,20 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-BUSFORGE = [sys.executable, "-c", "from busforge.cli import main; main()"]
+BUSFORGE = str(Path(sys.executable).with_name("busforge"))  # the console script a user runs
+TUNED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def run_render(count: int, size: int, workers: int, out: Path) -> tuple[float, float]:
+def user_command(count: int, workers: int, out: Path, size: int | None) -> list[str]:
+    cmd = [BUSFORGE, "render", "recipes/demo.yaml", "--set", f"count={count}", "--workers", str(workers)]
+    cmd += ["--set", f"image_size={size}"] if size else []
+    return [*cmd, "--out", str(out), "--force", "--quiet"]
+
+
+def run(cmd: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Wall seconds and peak RSS (MiB, summed over the process tree, sampled every 50 ms)."""
-    cmd = [
-        *BUSFORGE,
-        "render",
-        str(REPO / "recipes/demo.yaml"),
-        "--quiet",
-        "--force",
-        "--out",
-        str(out),
-        "--set",
-        f"count={count}",
-        "--set",
-        f"image_size={size}",
-        "--workers",
-        str(workers),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     start = time.perf_counter()
-    proc = psutil.Popen(cmd, env=env, stdout=subprocess.DEVNULL)
+    proc = psutil.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
     peak = 0
     while proc.poll() is None:
         try:
@@ -53,36 +49,46 @@ def run_render(count: int, size: int, workers: int, out: Path) -> tuple[float, f
         time.sleep(0.05)
     elapsed = time.perf_counter() - start
     if proc.returncode != 0:
-        raise SystemExit(f"render failed with exit code {proc.returncode}")
+        raise SystemExit(f"{' '.join(cmd)}: exit code {proc.returncode}")
     return elapsed, peak / 2**20
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000)
-    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--size", type=int, default=None, help="image_size override (default: the recipe's)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-factor", type=int, default=10, help="RSS comparison: N vs factor*N samples")
+    parser.add_argument("--no-memory", action="store_true", help="skip the RSS comparison")
     args = parser.parse_args()
+    user_env = dict(os.environ)
+    tuned_env = {**user_env, **TUNED}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
-        speed: dict[int, list[float]] = {1: [], 2: []}
+        seconds: dict[tuple[int, str], list[float]] = {}
         for _ in range(args.repeats):
-            for workers in (1, 2):  # interleaved so machine noise hits both alike
-                seconds, _ = run_render(args.count, args.size, workers, out)
-                speed[workers].append(args.count / seconds)
-        for workers, rates in speed.items():
+            for workers in (1, 2):
+                for label, env in (("as typed", user_env), ("tuned env", tuned_env)):
+                    elapsed, _ = run(user_command(args.count, workers, out, args.size), env)
+                    seconds.setdefault((workers, label), []).append(elapsed)
+        median = {key: statistics.median(values) for key, values in seconds.items()}
+        for (workers, label), values in seconds.items():
             print(
-                f"workers={workers}: median {statistics.median(rates):.1f} img/s over {len(rates)} runs "
-                f"({', '.join(f'{r:.1f}' for r in rates)})"
+                f"--workers {workers} ({label}): median {median[workers, label]:.1f} s = "
+                f"{args.count / median[workers, label]:.1f} img/s ({', '.join(f'{v:.1f}' for v in values)} s)"
             )
-        print(f"speed-up 2 vs 1 workers: {statistics.median(speed[2]) / statistics.median(speed[1]):.2f}x")
-        _, small = run_render(args.count, args.size, 2, out)
-        _, large = run_render(args.count * args.memory_factor, args.size, 2, out)
-        print(
-            f"peak RSS, {args.count} samples: {small:.0f} MiB; {args.count * args.memory_factor} samples: "
-            f"{large:.0f} MiB; ratio {large / small:.3f}"
-        )
+        for workers in (1, 2):
+            ratio = median[workers, "as typed"] / median[workers, "tuned env"]
+            print(f"--workers {workers}: time as typed / time with the tuned env = {ratio:.2f}")
+        speedup = median[1, "as typed"] / median[2, "as typed"]
+        print(f"speed-up --workers 2 vs 1, as typed: {speedup:.2f}x")
+        if not args.no_memory:
+            _, small = run(user_command(args.count, 2, out, args.size), user_env)
+            _, large = run(user_command(args.count * args.memory_factor, 2, out, args.size), user_env)
+            print(
+                f"peak RSS, {args.count} samples: {small:.0f} MiB; {args.count * args.memory_factor} "
+                f"samples: {large:.0f} MiB; ratio {large / small:.3f}"
+            )
 
 
 if __name__ == "__main__":

@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
-
-
-def available_cores() -> int:
-    """CPU cores this process may use (the affinity mask where the OS has one, e.g. in containers)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
 
 
 def render(
@@ -46,6 +38,7 @@ def render(
 ) -> None:
     """Render RECIPE. Resumes an interrupted run; does nothing when the output is already this dataset."""
     from busforge.executors.local import run_render
+    from busforge.executors.threads import available_cores
     from busforge.recipe import load_recipe, reject_ignored_count
 
     overrides = list(set_ or []) + ([f"count={count}"] if count is not None else [])

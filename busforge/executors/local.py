@@ -19,6 +19,7 @@ from typing import Any
 from busforge.dataset.output import check_existing, pending_shards, write_shard
 from busforge.dataset.writer import Staging
 from busforge.executors.rows import batches_of, encode_rows, prepare_items, render_rows
+from busforge.executors.threads import in_process_threads, limit_threads, pool_worker_threads
 from busforge.planning import ShardJob, finish, prepare, real_batches
 from busforge.pool import OrderedPool
 from busforge.recipe import Recipe
@@ -41,10 +42,12 @@ _WORKER_RENDERER: Renderer | None = None
 _WORKER_IMAGE_SIZE = 0
 
 
-def _init_worker(backend: str, options: dict[str, Any], image_size: int) -> None:
+def _init_worker(backend: str, options: dict[str, Any], image_size: int, threads: int) -> None:
     global _WORKER_RENDERER, _WORKER_IMAGE_SIZE
+    limit_threads(threads)
     _WORKER_RENDERER = make_renderer(backend, options, image_size)
     _WORKER_RENDERER.load()
+    limit_threads(threads)  # again, for what loading brought in (e.g. torch)
     _WORKER_IMAGE_SIZE = image_size
 
 
@@ -66,10 +69,17 @@ class RowSource:
                 workers,
                 in_flight=2 * workers,
                 initializer=_init_worker,
-                initargs=(recipe.renderer.backend, recipe.renderer.options, recipe.image_size),
+                initargs=(
+                    recipe.renderer.backend,
+                    recipe.renderer.options,
+                    recipe.image_size,
+                    pool_worker_threads(workers),
+                ),
             )
         else:
+            limit_threads(in_process_threads())
             renderer.load()
+            limit_threads(in_process_threads())
 
     def rows(self, specs: list[SampleSpec]) -> Iterator[list[dict[str, Any]]]:
         batches = batches_of(specs, self.batch_size)

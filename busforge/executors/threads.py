@@ -1,0 +1,41 @@
+"""Size each render process's numeric thread pools (BLAS, OpenMP, torch) to its share of the cores.
+
+Every library defaults to one thread per core in every process. With one render process per core
+that is cores² threads, and OpenBLAS threads spin while they wait, so two workers on two cores ran
+slower than one. busforge knows how many processes render at once, so it sets the pools itself
+(the user's environment needs no OMP_NUM_THREADS etc.). threadpoolctl only reaches libraries
+already loaded: call `limit_threads` again after loading a renderer (which may load torch).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+
+def available_cores() -> int:
+    """CPU cores this process may use (the affinity mask where the OS has one, e.g. in containers)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def pool_worker_threads(workers: int, cores: int | None = None) -> int:
+    """Threads for each of `workers` render processes sharing the cores."""
+    return max(1, (cores or available_cores()) // max(1, workers))
+
+
+def in_process_threads(cores: int | None = None) -> int:
+    """Threads for a renderer running in this process: one core is left to the threads that draw
+    the next batch's masks and encode the last batch's PNGs beside it."""
+    return max(1, (cores or available_cores()) - 1)
+
+
+def limit_threads(threads: int) -> None:
+    """Cap BLAS/OpenMP pools of the loaded libraries, and torch's intra-op pool if torch is loaded."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=threads)  # stays in force: the returned handle is never restored
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
