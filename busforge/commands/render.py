@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+
+class Engine(StrEnum):
+    local = "local"
+    ray = "ray"
 
 
 def render(
@@ -35,6 +41,30 @@ def render(
     metrics: Annotated[
         Path | None, typer.Option(help="Also write row and stratum counts as a JSON metrics file (for DVC).")
     ] = None,
+    engine: Annotated[
+        Engine,
+        typer.Option(
+            help="Who renders the shards: this machine, or a Ray cluster. Bytes do not depend on it."
+        ),
+    ] = Engine.local,
+    address: Annotated[
+        str | None,
+        typer.Option(
+            help="--engine ray: the cluster's address ('auto': the running one); default: a local Ray for this run."
+        ),
+    ] = None,
+    ray_workers: Annotated[
+        int,
+        typer.Option(
+            min=0, help="--engine ray: actors; 0 = one per GPU for GPU renderers, else one per CPU."
+        ),
+    ] = 0,
+    gpus_per_worker: Annotated[
+        float | None,
+        typer.Option(
+            min=0, help="--engine ray: GPUs each actor claims (default 1 for GPU renderers, else 0)."
+        ),
+    ] = None,
 ) -> None:
     """Render RECIPE. Resumes an interrupted run; does nothing when the output is already this dataset."""
     from busforge.executors.local import run_render
@@ -44,8 +74,22 @@ def render(
     overrides = list(set_ or []) + ([f"count={count}"] if count is not None else [])
     resolved = load_recipe(recipe, overrides)
     reject_ignored_count(resolved, count)
-    workers = workers or available_cores()
-    outcome = run_render(resolved, out_dir=out, workers=workers, force=force, quiet=quiet, limit=limit)
+    if engine is Engine.ray:
+        from busforge.executors.ray import run_render_ray
+
+        outcome = run_render_ray(
+            resolved,
+            out_dir=out,
+            address=address,
+            ray_workers=ray_workers or None,
+            gpus_per_worker=gpus_per_worker,
+            force=force,
+            quiet=quiet,
+            limit=limit,
+        )
+    else:
+        workers = workers or available_cores()
+        outcome = run_render(resolved, out_dir=out, workers=workers, force=force, quiet=quiet, limit=limit)
     if metrics is not None:
         from busforge.dataset.metrics import write_count_metrics
 

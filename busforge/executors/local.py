@@ -59,7 +59,9 @@ def _render_in_worker(specs: list[SampleSpec]) -> list[dict[str, Any]]:
 class RowSource:
     """Yields rendered rows for a list of specs, in order, in-process or through a pool."""
 
-    def __init__(self, recipe: Recipe, renderer: Renderer, workers: int) -> None:
+    def __init__(self, recipe: Recipe, renderer: Renderer, workers: int, threads: int | None = None) -> None:
+        """`threads`: this process's share of the cores when it renders in-process (default: all
+        but one, left to the mask and PNG threads)."""
         self.recipe = recipe
         self.renderer = renderer
         self.batch_size = int(renderer.batch_size)
@@ -77,9 +79,10 @@ class RowSource:
                 ),
             )
         else:
-            limit_threads(in_process_threads())
+            threads = threads or in_process_threads()
+            limit_threads(threads)
             renderer.load()
-            limit_threads(in_process_threads())
+            limit_threads(threads)
 
     def rows(self, specs: list[SampleSpec]) -> Iterator[list[dict[str, Any]]]:
         batches = batches_of(specs, self.batch_size)
