@@ -49,7 +49,11 @@ def start_cluster(temp: Path, cpus: int) -> tuple[subprocess.Popen, str, float]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     probe = "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); ray.shutdown()"
-    subprocess.run([sys.executable, "-c", probe, address], check=True, capture_output=True)
+    deadline = time.monotonic() + 180
+    while subprocess.run([sys.executable, "-c", probe, address], capture_output=True).returncode != 0:
+        if head.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit("ray start --head did not come up")
+        time.sleep(1)
     return head, address, time.perf_counter() - start
 
 
