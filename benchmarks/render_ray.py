@@ -58,6 +58,9 @@ def start_cluster(temp: Path, cpus: int) -> tuple[subprocess.Popen, str, float]:
 
 
 def main() -> None:
+    # The throw-away local cluster runs without Ray's token auth (a driver could race the head's
+    # new token); this is the cluster's setting, not a tuning of busforge: no thread variables.
+    os.environ["RAY_AUTH_MODE"] = "disabled"
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--size", type=int, default=None, help="image_size override (default: the recipe's)")

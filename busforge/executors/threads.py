@@ -32,10 +32,16 @@ def in_process_threads(cores: int | None = None) -> int:
 
 
 def limit_threads(threads: int) -> None:
-    """Cap BLAS/OpenMP pools of the loaded libraries, and torch's intra-op pool if torch is loaded."""
+    """BLAS to one thread, OpenMP and torch's intra-op pool to `threads`.
+
+    BLAS stays at one thread whatever the share: OpenBLAS splits large products across threads
+    and sums in another order, so the procedural renderer's bytes changed with the thread count
+    (2 threads at 512² gave other shards than 1); parallelism comes from processes instead."""
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(limits=threads)  # stays in force: the returned handle is never restored
+    # Both stay in force: the returned handles are never restored.
+    threadpool_limits(limits=1, user_api="blas")
+    threadpool_limits(limits=threads, user_api="openmp")
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
