@@ -142,8 +142,10 @@ def case_ids(sample_ids: list[str]) -> dict[str, str]:
 
 
 def decode_mask(png: bytes) -> np.ndarray:
-    """A stored mask (PNG, 0/255) as bool; foreground at > 127 as the importers binarise."""
-    return np.asarray(Image.open(io.BytesIO(png)).convert("L")) > 127
+    """A stored mask (PNG, 0/255) as bool, by busforge's one binarisation rule."""
+    from busforge.imagefiles import to_binary
+
+    return to_binary(Image.open(io.BytesIO(png)))
 
 
 def plan_export(dataset: Path, manifest: dict[str, Any], include_normal: bool) -> ExportPlan:
