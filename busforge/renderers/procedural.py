@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
+from busforge.errors import BadInput
 from busforge.renderers.base import BaseRenderer, parse_renderer_options
 from busforge.renderers.bmode import (
     depth_gain_db,
@@ -32,6 +33,7 @@ from busforge.renderers.bmode import (
     speckle_envelope,
     upsample_lateral,
 )
+from busforge.renderers.profile import Profile, apply_profile, load_profile
 from busforge.vocab import BOUNDARIES, ECHOGENICITIES, PATHOLOGIES
 
 if TYPE_CHECKING:
@@ -39,6 +41,8 @@ if TYPE_CHECKING:
 
 ALGORITHM_VERSION = "bmode-1"
 RENDERER_STREAM = 2
+POSTERIOR_FADE = 2.0  # profiled posterior effect fades over this many lesion heights below it
+PROFILE_STREAM = 1  # [seed, RENDERER_STREAM, PROFILE_STREAM]: the profile record drawn per image
 
 
 class ProceduralOptions(BaseModel):
@@ -48,15 +52,19 @@ class ProceduralOptions(BaseModel):
 
     speckle_scale: Annotated[float, Field(ge=0.5, le=2.0, strict=True)] = 1.0  # PSF size multiplier
     dynamic_range_db: Annotated[float, Field(ge=30.0, le=80.0, strict=True)] = 60.0
+    # Appearance profile (busforge.renderers.profile): a shipped name or a JSON path; None: today's look.
+    profile: Annotated[str, Field(min_length=1, strict=True)] | None = None
 
 
-OPTION_DEFAULTS: dict[str, float] = {n: f.default for n, f in ProceduralOptions.model_fields.items()}
+OPTION_DEFAULTS: dict[str, Any] = {n: f.default for n, f in ProceduralOptions.model_fields.items()}
 
 
 def _describe(path: list[str], error: dict[str, Any]) -> str:
     if error["type"] == "extra_forbidden":
         allowed = ", ".join(sorted(ProceduralOptions.model_fields))
         return f"unknown option for the procedural renderer; allowed: {allowed}"
+    if path[0] == "profile":
+        return f"got {error.get('input')!r}; use busi, busbra or a path to a profile JSON"
     bounds = {type(m).__name__: m for m in ProceduralOptions.model_fields[path[0]].metadata}
     low, high = bounds["Ge"].ge, bounds["Le"].le
     return f"got {error.get('input')!r}; use a number from {low:g} to {high:g}"
@@ -239,6 +247,7 @@ def render_bmode(
     seed: int,
     speckle_scale: float = OPTION_DEFAULTS["speckle_scale"],
     dynamic_range_db: float = OPTION_DEFAULTS["dynamic_range_db"],
+    profile: Profile | None = None,
 ) -> np.ndarray:
     """Render one B-mode image with a lesion where `mask` is set.
 
@@ -250,6 +259,8 @@ def render_bmode(
         seed: the sample's seed; the renderer uses its stream 2.
         speckle_scale: PSF size multiplier (grain size).
         dynamic_range_db: log-compression dynamic range.
+        profile: appearance profile to follow; each image draws one of its records (from its own
+            random stream, so the image before the profile is the same as without one).
 
     Returns:
         HxW uint8 grey image; identical bytes for identical arguments.
@@ -269,6 +280,7 @@ def render_bmode(
     attenuation_db = rng.uniform(35.0, 50.0)
     tgc_compensation = rng.uniform(0.65, 0.82)
     extra_attenuation = None
+    lesion = None
     if mask.any():
         lesion = _lesion_look(rng, mask, grid, pathology, echogenicity, boundary)
         reflectivity += lesion.weight * (lesion.interior - reflectivity)
@@ -290,6 +302,23 @@ def render_bmode(
     # Mean log-envelope of unit-reflectivity tissue is about 0.5 dB (Rayleigh).
     white_db = 0.5 + (1.0 - TISSUE_LEVEL) * dynamic_range_db
     grey = log_compress(envelope, gain, dynamic_range_db, white_db)
+    if profile is not None:
+        record = profile.draw(
+            np.random.default_rng([seed, RENDERER_STREAM, PROFILE_STREAM]),
+            pathology,
+            echogenicity,
+            lesion is not None,
+        )
+        posterior_shape = None
+        if extra_attenuation is not None:
+            # Where the lesion's attenuation acts: its cumulative effect with depth, 0..1.
+            # Its cumulative effect with depth (0..1), fading below the lesion as scattered sound fills in.
+            reach = np.cumsum(np.abs(extra_attenuation), axis=0)
+            rows = np.flatnonzero(mask.any(axis=1))
+            below = np.maximum(np.arange(height, dtype=np.float32) - rows[-1], 0.0)
+            fade = np.exp(-below / (POSTERIOR_FADE * (rows[-1] - rows[0] + 1)))[:, None]
+            posterior_shape = reach * fade / max(float(reach.max()), 1e-12)
+        grey = apply_profile(grey, record, None if lesion is None else lesion.weight, posterior_shape)
     return upsample_lateral(grey, width).round().astype(np.uint8)
 
 
@@ -307,12 +336,20 @@ class ProceduralRenderer(BaseRenderer):
     name = "procedural"
 
     def __init__(self, options: dict[str, Any], image_size: int):
-        self.options = parse_renderer_options(ProceduralOptions, options or {}, _describe).model_dump()
+        parsed = parse_renderer_options(ProceduralOptions, options or {}, _describe)
+        self.options = parsed.model_dump(exclude={"profile"})
+        self.profile = None
+        if parsed.profile is not None:
+            try:
+                self.profile = load_profile(parsed.profile)
+            except BadInput as err:
+                raise BadInput(err.message, key="renderer.profile") from None
         self.image_size = image_size
 
     def identity(self) -> dict[str, Any]:
-        """What decides the pixels: goes into the dataset fingerprint."""
-        return {"backend": "procedural", "version": ALGORITHM_VERSION, **self.options}
+        """What decides the pixels: goes into the dataset fingerprint (and the `renderer` column)."""
+        profile = {} if self.profile is None else self.profile.identity()
+        return {"backend": "procedural", "version": ALGORITHM_VERSION, **self.options, **profile}
 
     def render(self, items: list[RenderItem]) -> list[np.ndarray]:
         images = []
@@ -327,6 +364,7 @@ class ProceduralRenderer(BaseRenderer):
                     echogenicity=spec.echogenicity,
                     boundary=spec.boundary,
                     seed=spec.seed,
+                    profile=self.profile,
                     **self.options,
                 )
             )

@@ -174,17 +174,22 @@ def fit_prior(mask_dirs: list[Path], pathology: str | None = None, name: str = "
         The prior as a JSON-ready dict.
     """
     files = collect_masks(mask_dirs, pathology)
+    masks = {label: _case_masks(paths) for label, paths in files.items()}
+    return fit_prior_from_masks(masks, ", ".join(str(d) for d in mask_dirs), name)
+
+
+def fit_prior_from_masks(masks: dict[str, list[np.ndarray]], where: str, name: str) -> dict:
+    """`fit_prior` on masks already read, one per case, by pathology; `where` names them in errors."""
     pathologies = {}
-    for label, paths in sorted(files.items()):
+    for label, case_masks in sorted(masks.items()):
         vectors = []
-        for mask in _case_masks(paths):
+        for mask in case_masks:
             stats = shape_stats(mask)
             if stats is not None:
                 vectors.append([round(float(getattr(stats, key)), 6) for key in STAT_NAMES])
         if len(vectors) < MIN_MASKS:
             raise BadInput(
-                f"{', '.join(str(d) for d in mask_dirs)}: {label}: {len(vectors)} non-empty masks; "
-                f"need at least {MIN_MASKS} per pathology"
+                f"{where}: {label}: {len(vectors)} non-empty masks; need at least {MIN_MASKS} per pathology"
             )
         columns = np.array(vectors).T
         pathologies[label] = {
@@ -196,7 +201,7 @@ def fit_prior(mask_dirs: list[Path], pathology: str | None = None, name: str = "
             },
         }
     if not pathologies:
-        raise BadInput(f"{', '.join(str(d) for d in mask_dirs)}: no mask PNGs found")
+        raise BadInput(f"{where}: no mask PNGs found")
     prior = {
         "format": PRIOR_FORMAT,
         "version": PRIOR_VERSION,

@@ -1,0 +1,176 @@
+"""Appearance profiles: measuring real images, fitting, loading, and the procedural renderer following them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from busforge.errors import BadInput
+from busforge.renderers.procedural import ProceduralRenderer, render_bmode
+from busforge.renderers.profile import (
+    DEPTH_BANDS,
+    QUANTILE_LEVELS,
+    fit_profile,
+    image_record,
+    load_profile,
+    parse_profile,
+)
+
+SIZE = 128
+CLI = [sys.executable, "-c", "from busforge.cli import main; main()"]
+
+
+def ellipse(size: int = SIZE, centre=(0.5, 0.4), axes=(0.2, 0.12)) -> np.ndarray:
+    rows, cols = np.mgrid[0:size, 0:size] / size
+    return ((cols - centre[0]) / axes[0]) ** 2 + ((rows - centre[1]) / axes[1]) ** 2 <= 1.0
+
+
+def scan(seed: int, lesion_level: float, posterior_gain: float) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic scan: speckle that darkens with depth, a dark lesion, a brighter column below it."""
+    rng = np.random.default_rng(seed)
+    depth = np.linspace(1.0, 0.4, SIZE)[:, None]
+    image = 150 * depth * rng.rayleigh(0.8, (SIZE, SIZE))
+    mask = ellipse()
+    image[mask] = lesion_level * rng.rayleigh(0.8, mask.sum())
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    image[rows[-1] + 1 :, cols[0] : cols[-1] + 1] *= posterior_gain
+    return np.clip(image, 0, 255).astype(np.uint8), mask
+
+
+def test_record_measures_what_it_documents():
+    cyst, mask = scan(0, lesion_level=10, posterior_gain=1.6)
+    solid, _ = scan(0, lesion_level=90, posterior_gain=0.5)
+    a = image_record(cyst, mask, {"pathology": "benign"})
+    b = image_record(solid, mask, {"pathology": "malignant"})
+    assert len(a["quantiles"]) == len(QUANTILE_LEVELS) and np.all(np.diff(a["quantiles"]) >= 0)
+    assert len(a["depth"]) == DEPTH_BANDS and a["depth"][0] > a["depth"][-1]  # darker with depth
+    assert a["lesion_percentile"] < 0.05 < b["lesion_percentile"]  # the cyst is darker than tissue
+    assert a["posterior"] > 0.2 and b["posterior"] < -0.2  # enhancement vs shadowing
+    assert "lesion_percentile" not in image_record(cyst, None, {"pathology": "normal"})
+
+
+def synthetic_profile(tmp_path: Path) -> Path:
+    records = []
+    for seed in range(6):
+        image, mask = scan(seed, lesion_level=5 + 5 * seed, posterior_gain=1.5)
+        records.append(image_record(image, mask, {"pathology": "benign", "echogenicity": "homogeneous"}))
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(fit_profile(records, "mine", "synthetic")))
+    return path
+
+
+def test_fit_refuses_too_few_images():
+    image, mask = scan(0, 10, 1.5)
+    with pytest.raises(BadInput, match="at least 5"):
+        fit_profile([image_record(image, mask, {"pathology": "benign"})] * 3, "x", "tiny set")
+
+
+def test_renderer_follows_the_profile_deterministically(tmp_path):
+    profile = load_profile(str(synthetic_profile(tmp_path)))
+    mask = ellipse()
+    args = dict(pathology="benign", echogenicity="homogeneous", boundary="clear", seed=3)
+    plain = render_bmode(mask, **args)
+    first = render_bmode(mask, **args, profile=profile)
+    assert np.array_equal(first, render_bmode(mask, **args, profile=profile))
+    assert not np.array_equal(first, plain)
+    assert not np.array_equal(first, render_bmode(mask, **{**args, "seed": 4}, profile=profile))
+    # The image takes the grey levels of one of the profile's records.
+    gaps = [
+        np.median(np.abs(np.quantile(first, QUANTILE_LEVELS[1:-1]) - np.asarray(r["quantiles"][1:-1])))
+        for r in profile.records
+    ]
+    plain_gap = np.median(
+        np.abs(np.quantile(plain, QUANTILE_LEVELS[1:-1]) - np.asarray(profile.records[0]["quantiles"][1:-1]))
+    )
+    assert min(gaps) < 4.0 < plain_gap
+
+
+def test_profile_identity_goes_into_the_renderer_identity(tmp_path):
+    path = synthetic_profile(tmp_path)
+    plain = ProceduralRenderer({}, image_size=SIZE).identity()
+    assert "profile" not in plain and "profile_sha256" not in plain
+    with_profile = ProceduralRenderer({"profile": str(path)}, image_size=SIZE).identity()
+    assert len(with_profile["profile_sha256"]) == 64 and with_profile["profile"] == "mine"
+    path.write_text(path.read_text().replace('"synthetic"', '"edited"'))
+    edited = ProceduralRenderer({"profile": str(path)}, image_size=SIZE).identity()
+    assert edited["profile_sha256"] != with_profile["profile_sha256"]
+    busi = ProceduralRenderer({"profile": "busi"}, image_size=SIZE).identity()
+    assert busi["profile"] == "busi" and busi != ProceduralRenderer({"profile": "busbra"}, SIZE).identity()
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"format": "busforge-shape-prior", "version": 1}', "format: not a busforge appearance profile"),
+        ('{"format": "busforge-appearance-profile", "version": 7, "records": []}', "version: 7"),
+        ('{"format": "busforge-appearance-profile", "version": 1, "records": [{}]}', "records: missing"),
+    ],
+)
+def test_bad_profile_files_are_bad_input(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_text(content)
+    with pytest.raises(BadInput, match=message) as raised:
+        ProceduralRenderer({"profile": str(path)}, image_size=SIZE)
+    assert "renderer.profile" in str(raised.value) and str(path) in str(raised.value)
+
+
+def test_malformed_record_names_its_index(tmp_path):
+    data = json.loads(synthetic_profile(tmp_path).read_text())
+    data["records"][2]["quantiles"] = data["records"][2]["quantiles"][::-1]
+    with pytest.raises(BadInput, match=r"records\[2\]"):
+        parse_profile(json.dumps(data), "edited.json")
+
+
+def test_render_with_a_bad_profile_is_one_line_exit_2(tmp_path, repo):
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2]")
+    for spec, words in ((str(bad), (str(bad), "format")), (str(tmp_path / "absent.json"), ("not found",))):
+        result = subprocess.run(
+            [*CLI, "render", str(repo / "recipes" / "demo.yaml")]
+            + ["--count", "4", "--out", str(tmp_path / "out"), "--set", f"renderer.profile={spec}"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and "renderer.profile" in lines[0], result.stderr
+        assert all(word in lines[0] for word in words)
+        assert not (tmp_path / "out").exists()
+
+
+def test_shipped_profiles_are_fits_of_the_shared_samples(shared_data, tmp_path):
+    """The shipped busbra profile is what `busforge calibrate` fits on the shared BUS-BRA sample."""
+    source = shared_data / "busbra_mini" / "BUSBRA"
+    if not source.is_dir():
+        pytest.skip(f"{source} not present")
+    env_python = CLI
+    imported, out = tmp_path / "busbra", tmp_path / "busbra.json"
+    run = dict(capture_output=True, text=True, timeout=300, check=False)
+    assert (
+        subprocess.run(
+            [*env_python, "import", "busbra", str(source), "--out", str(imported)], **run
+        ).returncode
+        == 0
+    )
+    result = subprocess.run(
+        [*env_python, "calibrate", str(imported), "--out", str(out), "--name", "busbra"], **run
+    )
+    assert result.returncode == 0, result.stderr
+    assert "appearance profile" in result.stdout
+    fitted = json.loads(out.read_text())
+    assert fitted["format"] == "busforge-shape-prior" and set(fitted["pathologies"]) == {
+        "benign",
+        "malignant",
+    }
+    shipped = load_profile("busbra")
+    assert tuple(fitted["appearance"]["records"]) == shipped.records
+    # The same file also loads as a profile (and as a shape prior, by its format).
+    assert parse_profile(out.read_text(), str(out)).records == shipped.records
