@@ -311,9 +311,9 @@ def render_bmode(
         )
         posterior_shape = None
         if extra_attenuation is not None:
-            # Where the lesion's attenuation acts: its cumulative effect with depth, 0..1.
-            # Its cumulative effect with depth (0..1), fading below the lesion as scattered sound fills in.
-            reach = np.cumsum(np.abs(extra_attenuation), axis=0)
+            # Where the lesion's attenuation acts: its cumulative effect with depth (0..1), held by
+            # the gain (background gain - cumsum), fading below the lesion as scattered sound fills in.
+            reach = np.abs(gain - depth_gain_db(height, attenuation_db, tgc_compensation))
             rows = np.flatnonzero(mask.any(axis=1))
             below = np.maximum(np.arange(height, dtype=np.float32) - rows[-1], 0.0)
             fade = np.exp(-below / (POSTERIOR_FADE * (rows[-1] - rows[0] + 1)))[:, None]

@@ -46,7 +46,8 @@ POSTERIOR_DEPTH = 0.5  # the band below a lesion, in lesion heights
 MIN_RECORDS = 5
 MAX_POSTERIOR_CHANGE = 0.7  # log-ratio a profile may add below a lesion (beyond it, bands look painted)
 RECORD_KEYS = ("quantiles", "depth")
-FIT_PIXELS = 65536  # images larger than this are measured on a regular subsample for quantiles
+FIT_PIXELS = 65536
+APPLY_STEP = 2  # images larger than this are measured on a regular subsample for quantiles
 
 
 # --------------------------------------------------------------------------- measuring
@@ -59,11 +60,24 @@ def depth_profile(image: np.ndarray) -> np.ndarray:
     return bands / max(float(pixels.mean()), 1e-3)
 
 
+def _tissue(mask: np.ndarray) -> np.ndarray:
+    """Pixels outside the lesion dilated by its ring width (dilated inside its bounding box only)."""
+    ring = max(2, round(RING_FRACTION * np.sqrt(mask.sum() / np.pi)))
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    window = (
+        slice(max(rows[0] - ring, 0), rows[-1] + ring + 1),
+        slice(max(cols[0] - ring, 0), cols[-1] + ring + 1),
+    )
+    tissue = np.ones(mask.shape, dtype=bool)
+    near = ndimage.distance_transform_edt(~mask[window]) <= ring
+    tissue[window] = ~near
+    return tissue
+
+
 def lesion_percentile(image: np.ndarray, mask: np.ndarray) -> float:
     """Share of tissue pixels (outside the dilated lesion) darker than the lesion's mean grey level."""
     pixels = np.asarray(image, dtype=np.float32)
-    ring = max(2, round(RING_FRACTION * np.sqrt(mask.sum() / np.pi)))
-    tissue = ~ndimage.binary_dilation(mask, iterations=ring)
+    tissue = _tissue(mask)
     if not tissue.any():
         return 0.5
     return float(np.mean(pixels[tissue] < pixels[mask].mean()))
@@ -290,9 +304,9 @@ def apply_profile(
     current = depth_profile(out)
     target = np.asarray(record["depth"], dtype=np.float32)
     out *= _band_curve(target / np.maximum(current, 1e-3), height)[:, None]
-    # 2. Grey-level histogram: monotone map of the image's quantiles onto the record's.
-    step = max(1, int(np.sqrt(out.size / FIT_PIXELS)))
-    source_q = np.quantile(out[::step, ::step], QUANTILE_LEVELS)
+    # 2. Grey-level histogram: monotone map of the image's quantiles onto the record's
+    # (measured on every APPLY_STEP-th pixel each way: as accurate, and 4x cheaper).
+    source_q = np.quantile(out[::APPLY_STEP, ::APPLY_STEP], QUANTILE_LEVELS)
     source_q = np.maximum.accumulate(source_q + np.arange(len(source_q)) * 1e-4)  # strictly increasing
     out = np.interp(out, source_q, np.asarray(record["quantiles"], dtype=np.float64)).astype(np.float32)
     if lesion_weight is None or "lesion_percentile" not in record:
@@ -301,10 +315,10 @@ def apply_profile(
     if lesion.sum() < 4:
         return np.clip(out, 0.0, 255.0, out=out)
     # 3. Lesion-to-tissue contrast: shift the lesion to the record's tissue percentile.
-    ring = max(2, round(RING_FRACTION * np.sqrt(lesion.sum() / np.pi)))
-    tissue = ~ndimage.binary_dilation(lesion, iterations=ring)
-    if tissue.any():
-        wanted = float(np.quantile(out[tissue], float(record["lesion_percentile"])))
+    tissue = _tissue(lesion)
+    sub = (slice(None, None, APPLY_STEP), slice(None, None, APPLY_STEP))
+    if tissue[sub].any():
+        wanted = float(np.quantile(out[sub][tissue[sub]], float(record["lesion_percentile"])))
         out += lesion_weight * np.float32(wanted - float(out[lesion].mean()))
         np.clip(out, 0.0, 255.0, out=out)
     # 4. Posterior enhancement / shadowing: set the below/beside ratio to the record's.
@@ -313,5 +327,12 @@ def apply_profile(
         ratio = posterior_log_ratio(out, lesion)
         if ratio is not None:
             change = np.clip(float(wanted_ratio) - ratio, -MAX_POSTERIOR_CHANGE, MAX_POSTERIOR_CHANGE)
-            out *= np.exp(np.float32(change) * posterior_shape)
+            # Only where the shape is non-zero: below the lesion's top, in the columns it shades.
+            cols = np.flatnonzero(posterior_shape[-1] > 0)
+            if cols.size:
+                window = (
+                    slice(int(np.flatnonzero(lesion.any(axis=1))[0]), None),
+                    slice(cols[0], cols[-1] + 1),
+                )
+                out[window] *= np.exp(np.float32(change) * posterior_shape[window])
     return np.clip(out, 0.0, 255.0, out=out)
