@@ -174,3 +174,34 @@ def test_shipped_profiles_are_fits_of_the_shared_samples(shared_data, tmp_path):
     assert tuple(fitted["appearance"]["records"]) == shipped.records
     # The same file also loads as a profile (and as a shape prior, by its format).
     assert parse_profile(out.read_text(), str(out)).records == shipped.records
+
+
+def adherence(profile, size: int = 192, count: int = 24) -> tuple[float, float]:
+    """Share of renders whose measured echogenicity / boundary (BUSI thresholds) equal their labels."""
+    from busforge.dataset.attributes import Thresholds, classify, measure
+
+    thresholds = Thresholds(**load_profile("busi").attribute_thresholds)
+    echo = boundary = 0
+    for seed in range(count):
+        labels = (("homogeneous", "heterogeneous")[seed % 2], ("clear", "unclear")[(seed // 2) % 2])
+        mask = ellipse(size, centre=(0.5, 0.45), axes=(0.12 + 0.01 * (seed % 5), 0.08))
+        image = render_bmode(
+            mask,
+            pathology=("benign", "malignant")[(seed // 4) % 2],
+            echogenicity=labels[0],
+            boundary=labels[1],
+            seed=seed,
+            profile=profile,
+        )
+        measured = classify(measure(image, mask), thresholds)
+        echo += measured[0] == labels[0]
+        boundary += measured[1] == labels[1]
+    return echo / count, boundary / count
+
+
+def test_profiled_renders_read_as_their_labels():
+    """With the busi profile the importer's own measures read the prompt's attributes back."""
+    echo, boundary = adherence(load_profile("busi"))
+    plain_echo, plain_boundary = adherence(None)
+    assert echo >= 0.85 and boundary >= 0.75, (echo, boundary)
+    assert echo + boundary > plain_echo + plain_boundary

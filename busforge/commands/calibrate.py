@@ -77,7 +77,13 @@ def calibrate(
 
 def _fit_dataset(dataset: Path, name: str) -> dict:
     """Shape prior (from the masks) and appearance profile (from the images) of an imported dataset."""
-    from busforge.renderers.profile import dataset_cases, fit_profile, fitting_splits, image_record
+    from busforge.renderers.profile import (
+        dataset_cases,
+        dataset_thresholds,
+        fit_profile,
+        fitting_splits,
+        image_record,
+    )
     from busforge.shapes.calibrate import fit_prior_from_masks
     from busforge.vocab import PATHOLOGIES
 
@@ -90,5 +96,6 @@ def _fit_dataset(dataset: Path, name: str) -> dict:
     where = f"{dataset} ({', '.join(splits)})"
     prior = fit_prior_from_masks({k: v for k, v in masks.items() if v}, where, name)
     records = [image_record(image, mask, labels) for image, mask, labels in cases]
-    prior["appearance"] = fit_profile(records, name, f"{dataset.name} ({', '.join(splits)})")
+    source = f"{dataset.name} ({', '.join(splits)})"
+    prior["appearance"] = fit_profile(records, name, source, dataset_thresholds(dataset))
     return prior

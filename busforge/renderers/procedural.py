@@ -33,7 +33,7 @@ from busforge.renderers.bmode import (
     speckle_envelope,
     upsample_lateral,
 )
-from busforge.renderers.profile import Profile, apply_profile, load_profile
+from busforge.renderers.profile import Profile, apply_profile, enforce_attributes, load_profile
 from busforge.vocab import BOUNDARIES, ECHOGENICITIES, PATHOLOGIES
 
 if TYPE_CHECKING:
@@ -319,6 +319,13 @@ def render_bmode(
             fade = np.exp(-below / (POSTERIOR_FADE * (rows[-1] - rows[0] + 1)))[:, None]
             posterior_shape = reach * fade / max(float(reach.max()), 1e-12)
         grey = apply_profile(grey, record, None if lesion is None else lesion.weight, posterior_shape)
+        if lesion is not None and profile.attribute_thresholds:
+            full = upsample_lateral(grey, width)
+            weight = upsample_lateral(lesion.weight, width)
+            full = enforce_attributes(
+                full, weight, mask, echogenicity, boundary, profile.attribute_thresholds
+            )
+            return full.round().astype(np.uint8)
     return upsample_lateral(grey, width).round().astype(np.uint8)
 
 

@@ -62,7 +62,12 @@ def depth_profile(image: np.ndarray) -> np.ndarray:
 
 def _tissue(mask: np.ndarray) -> np.ndarray:
     """Pixels outside the lesion dilated by its ring width (dilated inside its bounding box only)."""
-    ring = max(2, round(RING_FRACTION * np.sqrt(mask.sum() / np.pi)))
+    return _tissue_at(mask, 1)
+
+
+def _tissue_at(mask: np.ndarray, rings: int) -> np.ndarray:
+    """Pixels outside the lesion dilated by RINGS ring widths."""
+    ring = rings * max(2, round(RING_FRACTION * np.sqrt(mask.sum() / np.pi)))
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     window = (
         slice(max(rows[0] - ring, 0), rows[-1] + ring + 1),
@@ -121,7 +126,9 @@ def image_record(image: np.ndarray, mask: np.ndarray | None, labels: dict[str, s
     return record
 
 
-def fit_profile(records: list[dict[str, Any]], name: str, source: str) -> dict[str, Any]:
+def fit_profile(
+    records: list[dict[str, Any]], name: str, source: str, thresholds: dict[str, float] | None = None
+) -> dict[str, Any]:
     """A profile from image records (`image_record`); BadInput when there are too few."""
     from busforge.errors import BadInput
 
@@ -138,6 +145,7 @@ def fit_profile(records: list[dict[str, Any]], name: str, source: str) -> dict[s
         "source": source,
         "quantile_levels": list(QUANTILE_LEVELS),
         "depth_bands": DEPTH_BANDS,
+        **({"attribute_thresholds": thresholds} if thresholds else {}),
         "records": records,
     }
 
@@ -182,7 +190,14 @@ def fit_dataset_profile(dataset: Path, name: str, splits: list[str] | None = Non
     """Fit a profile on an imported dataset's images (default: `fitting_splits`)."""
     names = splits or fitting_splits(dataset)
     records = [image_record(image, mask, labels) for image, mask, labels in dataset_cases(dataset, names)]
-    return fit_profile(records, name, f"{dataset.name} ({', '.join(names)})")
+    return fit_profile(records, name, f"{dataset.name} ({', '.join(names)})", dataset_thresholds(dataset))
+
+
+def dataset_thresholds(dataset: Path) -> dict[str, float] | None:
+    """The attribute thresholds the importer fitted on DATASET (its manifest), if any."""
+    from busforge.dataset.manifest import read_manifest
+
+    return (read_manifest(dataset).get("real") or {}).get("attribute_thresholds")
 
 
 # --------------------------------------------------------------------------- loading
@@ -195,6 +210,7 @@ class Profile:
     name: str
     digest: str
     records: tuple[dict[str, Any], ...]
+    attribute_thresholds: dict[str, float] | None = None  # the fitted dataset's (dataset.attributes)
 
     def identity(self) -> dict[str, str]:
         return {"profile": self.name, "profile_sha256": self.digest}
@@ -252,7 +268,16 @@ def parse_profile(text: str, source: str) -> Profile:
         if not ok:
             raise BadInput(f"{source}: records[{index}]: missing or malformed quantiles/depth; {fix}")
     name = str(data.get("name") or Path(source).stem)
-    return Profile(name, hashlib.sha256(text.encode()).hexdigest(), tuple(records))
+    thresholds = data.get("attribute_thresholds")
+    keys = ("echo_heterogeneity", "boundary_contrast", "boundary_sharpness")
+    if thresholds is not None:
+        try:
+            thresholds = {key: float(thresholds[key]) for key in keys}
+        except (KeyError, TypeError, ValueError):
+            raise BadInput(
+                f"{source}: attribute_thresholds: needs numbers {', '.join(keys)}; {fix}"
+            ) from None
+    return Profile(name, hashlib.sha256(text.encode()).hexdigest(), tuple(records), thresholds)
 
 
 def load_profile(spec: str) -> Profile:
@@ -336,3 +361,89 @@ def apply_profile(
                 )
                 out[window] *= np.exp(np.float32(change) * posterior_shape[window])
     return np.clip(out, 0.0, 255.0, out=out)
+
+
+# Margins by which the renderer puts a lesion on its label's side of the profile's thresholds, so
+# that the importer's own measures (busforge.dataset.attributes) read the label back.
+ECHO_MARGIN = 1.3
+BOUNDARY_MARGIN = 1.15
+MAX_TEXTURE_GAIN = 3.0
+# Mean gradient on the contour pixels of a unit step after the measure's smoothing (sigma 1.5 px).
+STEP_GRADIENT = 0.25
+MAX_CRISP_STEP = 0.4  # dynamic-range units
+
+
+def enforce_attributes(
+    image: np.ndarray,
+    weight: np.ndarray,
+    mask: np.ndarray,
+    echogenicity: str,
+    boundary: str,
+    thresholds: dict[str, float],
+) -> np.ndarray:
+    """Make the lesion read as its labels under the profile dataset's attribute thresholds.
+
+    Echogenicity: the lesion's interior texture (its deviation from its mean) is scaled until
+    `echo_heterogeneity` is ECHO_MARGIN beyond the threshold on the label's side. Boundary: a clear
+    lesion's contrast is raised to BOUNDARY_MARGIN x the contrast threshold; an unclear lesion whose
+    margin still reads as clear has its contrast lowered below the threshold by the same margin.
+
+    Args:
+        image: HxW float32 grey image (0..255), changed in place and returned.
+        weight: HxW lesion membership 0..1 (soft at unclear margins).
+        mask: the HxW bool lesion mask the measures use.
+        echogenicity, boundary: the sample's labels.
+        thresholds: `echo_heterogeneity`, `boundary_contrast`, `boundary_sharpness` of the dataset.
+    """
+    from busforge.dataset.attributes import measure
+
+    measures = measure(image, mask)
+    if measures is None:
+        return image
+    lo, hi = np.percentile(image[::APPLY_STEP, ::APPLY_STEP], [1, 99])
+    scale = float(hi - lo) if hi > lo else 1.0
+    inside = weight > 0.5
+    echo, wanted = measures.echo_heterogeneity, thresholds["echo_heterogeneity"]
+    if echogenicity == "heterogeneous" and echo < ECHO_MARGIN * wanted:
+        gain = min(MAX_TEXTURE_GAIN, ECHO_MARGIN * wanted / max(echo, 1e-4))
+    elif echogenicity == "homogeneous" and echo > wanted / ECHO_MARGIN:
+        gain = wanted / ECHO_MARGIN / echo
+    else:
+        gain = 1.0
+    if gain != 1.0:
+        level = float(image[inside].mean())
+        image += weight * np.float32(gain - 1.0) * (image - np.float32(level))
+    contrast = measures.boundary_contrast
+    clear_reads = contrast >= thresholds["boundary_contrast"] and (
+        measures.boundary_sharpness >= thresholds["boundary_sharpness"]
+    )
+    target = None
+    crisp = False
+    sharp_enough = BOUNDARY_MARGIN * thresholds["boundary_sharpness"]
+    if boundary == "clear" and not (
+        contrast >= BOUNDARY_MARGIN * thresholds["boundary_contrast"]
+        and measures.boundary_sharpness >= sharp_enough
+    ):
+        # A step exactly at the mask's edge adds contrast and edge gradient together: a step of D
+        # adds about STEP_GRADIENT * D of gradient, so (G + STEP_GRADIENT D) / (C + D) reaches the
+        # wanted sharpness for D = C (wanted - sharpness) / (STEP_GRADIENT - wanted).
+        step = (
+            contrast * max(sharp_enough - measures.boundary_sharpness, 0.0) / (STEP_GRADIENT - sharp_enough)
+        )
+        floor = BOUNDARY_MARGIN * thresholds["boundary_contrast"]
+        target, crisp = max(contrast + min(step, MAX_CRISP_STEP), floor), True
+    elif boundary == "unclear" and clear_reads:
+        target = thresholds["boundary_contrast"] / BOUNDARY_MARGIN
+    if target is not None:
+        # Lesions are darker than their surroundings: moving the lesion's level changes the contrast.
+        tissue = _tissue(mask)
+        darker = float(image[inside].mean()) <= float(image[tissue].mean()) if tissue.any() else True
+        change = (target - contrast) * scale * (-1.0 if darker else 1.0)
+        lesion_level = float(image[inside].mean())
+        if darker and change < 0 and lesion_level + change < 0:
+            # The lesion is near black: what it cannot lose, the tissue around it gains.
+            band = ~_tissue_at(mask, 2) & ~mask
+            image[band] += np.float32(-(change + lesion_level))
+            change = -lesion_level
+        image += (mask if crisp else weight) * np.float32(change)
+    return np.clip(image, 0.0, 255.0, out=image)
