@@ -52,6 +52,8 @@ def start_cluster(temp: Path, cpus: int) -> tuple[subprocess.Popen, str, float]:
     deadline = time.monotonic() + 180
     while subprocess.run([sys.executable, "-c", probe, address], capture_output=True).returncode != 0:
         if head.poll() is not None or time.monotonic() > deadline:
+            head.send_signal(signal.SIGTERM)  # leave no cluster behind
+            head.wait(timeout=120)
             raise SystemExit("ray start --head did not come up")
         time.sleep(1)
     return head, address, time.perf_counter() - start
