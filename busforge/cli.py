@@ -20,6 +20,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("verify", "busforge.commands.verify:verify"),
     ("preview", "busforge.commands.preview:preview"),
     ("evaluate", "busforge.commands.evaluate:evaluate"),
+    ("downstream", "busforge.commands.downstream:downstream"),
     ("push", "busforge.commands.push:push"),
     ("train", "busforge.commands.train:app"),
     ("models", "busforge.commands.models:app"),
