@@ -416,10 +416,16 @@ def resolve_extends(path: Path, data: Any, seen: tuple[Path, ...] = ()) -> Any:
     return deep_merge(base, data)
 
 
+# params.yaml is a recipe that also holds the settings of later DVC stages: not rendered, not
+# part of the fingerprint.
+STAGE_KEYS = ("downstream",)
+
+
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     """Read a recipe file, resolve `extends`, apply `--set` overrides and validate."""
     path = Path(path)
     data = resolve_extends(path, read_recipe_data(path), (path.resolve(),))
     if isinstance(data, dict):
         data = apply_overrides(data, overrides or [])
+        data = {k: v for k, v in data.items() if k not in STAGE_KEYS}
     return recipe_from_dict(data, str(path))

@@ -69,6 +69,9 @@ def test_dvc_repro_renders_and_reports_counts(repo, tmp_path):
     assert evaluation["image"] is None and evaluation["protocol"]["reference"] is None
     assert evaluation["balance"]["max_abs_diff"] == 0
     assert "No reference dataset was given" in (project / "metrics/evaluate/report.html").read_text()
+    # No real data: the downstream stage records that it was skipped and why.
+    downstream = json.loads((project / "metrics/downstream.json").read_text())
+    assert downstream["skipped"] is True and "no validation or test split" in downstream["reason"]
 
     again = run(["dvc", "repro"], project, env)
     assert "Stage 'render' didn't change, skipping" in again.stdout
@@ -111,6 +114,8 @@ def test_dvc_ratio_sweep_through_params(repo, tmp_path):
             "extends=recipes/busi_1to1.yaml",
             "--set-param",
             "+real.ratio=1:2",
+            "--set-param",
+            "downstream.profile=smoke",
         ],
         project,
         env,
@@ -130,3 +135,10 @@ def test_dvc_ratio_sweep_through_params(repo, tmp_path):
     assert math.isfinite(overall["fid"]) and math.isfinite(overall["floor_fid"])
     assert overall["n_generated"] == 2 * real_train
     assert overall["n_reference"] == real_splits["test"]["rows"]
+    # The downstream stage trained and tested on the mix (smoke profile): Table 3's row in `dvc exp show`.
+    downstream = json.loads((project / "metrics/downstream.json").read_text())
+    assert downstream["protocol"]["profile"]["name"] == "smoke"
+    assert downstream["arms"]["out"]["ratio"] == "1:2"
+    assert 0.0 <= downstream["seg.test.dice_mean"] <= 1.0
+    shown = run(["dvc", "exp", "show", "--json"], project, env).stdout
+    assert "seg.test.dice_mean" in shown
