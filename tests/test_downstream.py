@@ -284,3 +284,25 @@ def test_smoke_run_of_two_arms_end_to_end(arms, tmp_path, monkeypatch, capsys):
     # The array cache was written once per split and size, keyed by the fingerprint.
     cached = sorted(p.name for p in (tmp_path / "cache/downstream").glob("*.npz"))
     assert len(cached) == 6 and all(name.endswith("-64-v1.npz") for name in cached)
+
+
+def test_init_weights_must_fit_the_network(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from busforge.downstream.models import build_model, load_init
+    from busforge.downstream.profiles import resolve_profile
+
+    smoke = resolve_profile("smoke", [])
+    source = build_model("seg", smoke, 1)
+    path = tmp_path / "seg.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(path))
+    target = build_model("seg", smoke, 1)
+    load_init(target, path, "seg")
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value), key
+    wider = build_model("seg", resolve_profile("smoke", ["seg_channels=8,16,32"]), 1)
+    with pytest.raises(BadInput, match="does not fit the seg network"):
+        load_init(wider, path, "seg")
+    with pytest.raises(BadInput, match="not a .safetensors file"):
+        load_init(target, tmp_path / "model.pt", "seg")

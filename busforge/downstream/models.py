@@ -86,7 +86,13 @@ def load_init(model, path: Path, task: str) -> None:
     if not path.is_file() or path.suffix != ".safetensors":
         raise BadInput(f"--init {task}={path}: not a .safetensors file")
     state = load_file(str(path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # a tensor of another shape
+        first = str(err).strip().splitlines()[-1].strip()
+        raise BadInput(
+            f"--init {task}={path}: does not fit the {task} network of this profile ({first})"
+        ) from None
     if missing or unexpected:
         raise BadInput(
             f"--init {task}={path}: does not fit the {task} network of this profile "
