@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
-from busforge.dataset.features import PATHOLOGY_NAMES, SOURCE_NAMES
 from busforge.dataset.manifest import read_manifest
 from busforge.errors import BadInput
+from busforge.vocab import PATHOLOGY_NAMES, SOURCE_NAMES
 
 CACHE_FORMAT = 1
 COLUMNS = ["image", "mask", "pathology", "source", "sample_id"]

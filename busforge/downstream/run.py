@@ -15,11 +15,11 @@ from typing import Any
 
 import numpy as np
 
-from busforge.dataset.features import SOURCE_NAMES
 from busforge.dataset.manifest import read_manifest
 from busforge.downstream.data import SplitArrays, labelled_for, load_split
 from busforge.downstream.profiles import Profile
 from busforge.errors import BadInput
+from busforge.vocab import SOURCE_NAMES
 
 TASKS = ("seg", "cls")
 METRIC = {"seg": "dice", "cls": "auc"}

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from busforge.dataset.features import PATHOLOGY_NAMES
 from busforge.downstream.data import SplitArrays
 from busforge.downstream.profiles import Profile
+from busforge.vocab import PATHOLOGY_NAMES
 
 MALIGNANT = PATHOLOGY_NAMES.index("malignant")
 TASK_OFFSET = {"seg": 0, "cls": 1}
