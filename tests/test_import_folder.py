@@ -109,3 +109,29 @@ def test_import_is_deterministic_and_independent_of_workers(tmp_path):
     shards = [json.loads((tmp_path / d / "site" / "busforge.json").read_text())["splits"] for d in ("a", "b")]
     assert shards[0] == shards[1]  # same files, same sha256
     assert not list(tmp_path.glob("*/.site.*"))  # no spool or staging left behind
+
+
+def test_a_lesion_case_with_an_all_black_mask_is_skipped_or_stops_strict(tmp_path):
+    src = tmp_path / "src"
+    rng = np.random.default_rng(3)
+    rows = []
+    for name, pathology in [("a", "benign"), ("b", "malignant"), ("c", "benign"), ("d", "normal")]:
+        image, mask = scan_image(rng)
+        save(src / "images" / f"{name}.png", image)
+        empty = name in ("b", "d")  # a malignant case whose mask is all black, and a normal case
+        save(src / "masks" / f"{name}.png", np.zeros_like(mask) if empty else mask)
+        rows.append([f"{name}.png", pathology])
+    write_csv(src / "labels.csv", ["file", "pathology"], rows)
+    report = import_real("folder", src, tmp_path / "out", workers=1)
+    assert {s["file"]: s["reason"] for s in report.skipped} == {
+        "images/b.png": "b.png: malignant case with an all-black mask (no lesion pixels)"
+    }
+    ids = {
+        r["sample_id"]
+        for p in (tmp_path / "out" / "data").glob("*.parquet")
+        for r in pq.read_table(p).to_pylist()
+    }
+    assert ids == {"folder/a", "folder/c", "folder/d"}
+    with pytest.raises(BadInput, match=r"images/b.png: b.png: malignant case with an all-black mask"):
+        import_real("folder", src, tmp_path / "strict", strict=True, workers=1)
+    assert not (tmp_path / "strict").exists()

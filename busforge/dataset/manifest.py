@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -53,6 +55,24 @@ def read_manifest(dataset_dir: Path) -> dict[str, Any]:
             f"{path}: missing; {dataset_dir} is not a busforge dataset (render or import one first)"
         )
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise BadInput(f"{path}: not valid JSON ({err.msg} at line {err.lineno})") from None
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        where = f" ({err.msg} at line {err.lineno})" if isinstance(err, json.JSONDecodeError) else ""
+        raise BadInput(f"{path}: not valid JSON{where}; render or import the dataset again") from None
+    if not isinstance(data, dict):
+        raise BadInput(f"{path}: not a busforge manifest (a JSON object); render or import the dataset again")
+    return data
+
+
+@contextmanager
+def manifest_content(dataset_dir: Path) -> Iterator[None]:
+    """Reading what a manifest holds: a missing or mistyped key (an edited or damaged
+    busforge.json) becomes one line naming the file instead of a raw KeyError."""
+    try:
+        yield
+    except (KeyError, TypeError, AttributeError) as err:
+        what = f"key {str(err.args[0])[:80]!r} missing" if isinstance(err, KeyError) else "malformed content"
+        raise BadInput(
+            f"{dataset_dir / MANIFEST}: {what}; the manifest was edited or damaged, render or import the "
+            "dataset again"
+        ) from None

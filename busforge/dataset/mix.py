@@ -50,7 +50,7 @@ def import_command(dataset: Path) -> str:
 
 def resolve_real(recipe) -> RealMix | None:
     """The recipe's real dataset, read from its manifest; None without a `real:` block."""
-    from busforge.dataset.manifest import MANIFEST, read_manifest
+    from busforge.dataset.manifest import MANIFEST, manifest_content, read_manifest
 
     if recipe.real is None:
         return None
@@ -66,6 +66,11 @@ def resolve_real(recipe) -> RealMix | None:
             f"real.dataset: {dataset}: is a synthetic busforge dataset, not an imported real one; "
             f"make one with `{import_command(dataset)}`"
         )
+    with manifest_content(dataset):
+        return _real_mix(recipe, dataset, manifest)
+
+
+def _real_mix(recipe, dataset: Path, manifest: dict[str, Any]) -> RealMix:
     real_part, synthetic_part = (float(p) for p in recipe.real.ratio.split(":"))
     info = manifest["real"]
     train = info.get("per_split", {}).get("train", {})

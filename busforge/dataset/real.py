@@ -31,6 +31,7 @@ from busforge.dataset.import_report import ImportReport, make_report
 from busforge.dataset.importers import get_importer
 from busforge.dataset.importers.base import Case, Skip
 from busforge.dataset.output import check_existing
+from busforge.dataset.output_path import check_output_dir
 from busforge.dataset.real_inspect import Inspected, inspect_case
 from busforge.dataset.real_write import finalize_import, write_import
 from busforge.dataset.splits import SplitItem, make_splits
@@ -79,6 +80,7 @@ def import_real(
         raise BadInput(f"{src}: no such folder; give the folder of the downloaded {kind} dataset")
     if labels is not None and not labels.is_file():
         raise BadInput(f"{labels}: --labels: no such file; give the labels CSV")
+    check_output_dir(out)
     workers = workers or min(2, os.cpu_count() or 1)
     domain = domain or (out.name if kind == "folder" else kind)
     sizes = split_sizes or importer.DEFAULT_SPLIT

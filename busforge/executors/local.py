@@ -9,6 +9,7 @@ busforge.dataset.output); this file only decides how the rows of each shard are 
 
 from __future__ import annotations
 
+import sys
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from busforge.dataset.output import check_existing, pending_shards, write_shard
+from busforge.dataset.output_path import check_output_dir
 from busforge.dataset.writer import Staging
 from busforge.executors.rows import batches_of, encode_rows, prepare_items, render_rows
 from busforge.executors.threads import in_process_threads, limit_threads, pool_worker_threads
@@ -129,6 +131,7 @@ def run_render(
     from tqdm import tqdm
 
     out_dir = Path(out_dir or recipe.output.dir)
+    resolved_out = check_output_dir(out_dir, Path(recipe.source) if Path(recipe.source).is_file() else None)
     prepared = prepare(recipe, limit)
     recipe = prepared.recipe
     if check_existing(out_dir, prepared.fingerprint, force):
@@ -138,6 +141,9 @@ def run_render(
     staging.open(prepared.fingerprint, force)
     done, todo = pending_shards(staging, prepared.jobs)
     records = list(done.values())
+
+    if not quiet:  # output.dir may be relative or point anywhere: say where this goes
+        print(f"render: writing {resolved_out}", file=sys.stderr)
     progress = tqdm(
         total=prepared.rows, desc="render", unit="img", disable=quiet, initial=sum(r.rows for r in records)
     )

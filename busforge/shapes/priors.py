@@ -280,9 +280,14 @@ class CalibratedPrior:
         return _placed(a, b, angle, (half_w, half_h), (cx, cy), relative, image_size)
 
 
+def _no_constant(name: str) -> float:
+    """NaN and Infinity are not JSON numbers; in a prior they would reach the sampler."""
+    raise json.JSONDecodeError(f"{name} is not a finite number", name, 0)
+
+
 def _parse_prior(text: str, source: str) -> CalibratedPrior:
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as error:
         raise BadInput(
             f"{source}: not valid JSON ({error}); give a prior written by busforge calibrate"

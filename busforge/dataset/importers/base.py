@@ -126,6 +126,10 @@ def _load_case(case: Case) -> LoadedCase:
         if was_resized:
             resized_from = original
         mask |= part
+    if case.pathology in ("benign", "malignant") and not mask.any():
+        # A lesion case without lesion pixels would enter the data with lesion_area 0.
+        names = ", ".join(p.name for p in case.masks)
+        raise CaseError(f"{names}: {case.pathology} case with an all-black mask (no lesion pixels)")
     return LoadedCase(image=image, mask=mask, resized_from=resized_from, merged_masks=len(case.masks))
 
 
