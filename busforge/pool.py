@@ -4,6 +4,7 @@ so memory stays flat however long the input is."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -26,9 +27,15 @@ class OrderedPool:
         initializer: Callable[..., None] | None = None,
         initargs: tuple[Any, ...] = (),
     ) -> None:
+        from busforge.parent_watch import worker_initializer
+
         self.in_flight = in_flight
+        # Workers exit when this process dies (kill -9 included) instead of living on as orphans.
         self.executor = ProcessPoolExecutor(
-            max_workers=workers, mp_context=process_context(), initializer=initializer, initargs=initargs
+            max_workers=workers,
+            mp_context=process_context(),
+            initializer=worker_initializer,
+            initargs=(os.getpid(), initializer, initargs),
         )
 
     def map(self, function: Callable, items: Iterable) -> Iterator:

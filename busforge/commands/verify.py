@@ -12,9 +12,10 @@ def verify(dataset: Annotated[Path, typer.Argument(help="Dataset folder, e.g. da
     """Exit 0 when DATASET matches its manifest; otherwise name each mismatch and exit 1."""
     from busforge.dataset.verify import verify_dataset
 
-    problems = verify_dataset(dataset)
+    notes: list[str] = []
+    problems = verify_dataset(dataset, notes)
     for problem in problems:
         typer.echo(f"{dataset}: {problem}", err=True)
     if problems:
         raise typer.Exit(1)
-    typer.echo(f"{dataset}: ok")
+    typer.echo(f"{dataset}: ok ({'; '.join(notes)})" if notes else f"{dataset}: ok")

@@ -16,7 +16,7 @@ import yaml
 
 from busforge.dataset.features import dataset_features
 from busforge.dataset.manifest import MANIFEST, read_manifest
-from busforge.dataset.writer import ShardRecord, Staging, remove_leftovers
+from busforge.dataset.writer import ShardRecord, Staging, is_busforge_dataset, remove_leftovers
 from busforge.errors import BadInput
 
 
@@ -38,6 +38,11 @@ def check_existing(out_dir: Path, fp: str, force: bool) -> bool:
     if not out_dir.is_dir():
         raise BadInput(f"{out_dir}: is a file; --out (or output.dir) must name a folder")
     if force:
+        if any(out_dir.iterdir()) and not is_busforge_dataset(out_dir):
+            raise BadInput(
+                f"{out_dir}: exists and is not a busforge dataset; --force replaces only a busforge dataset, "
+                "so choose another --out"
+            )
         return False
     if not (out_dir / MANIFEST).exists():
         if any(out_dir.iterdir()):

@@ -31,6 +31,7 @@ from busforge.dataset.import_report import ImportReport, make_report
 from busforge.dataset.importers import get_importer
 from busforge.dataset.importers.base import Case, Skip
 from busforge.dataset.output import check_existing
+from busforge.dataset.lock import hold_output
 from busforge.dataset.output_path import check_output_dir
 from busforge.dataset.real_inspect import Inspected, inspect_case
 from busforge.dataset.real_write import finalize_import, write_import
@@ -90,6 +91,13 @@ def import_real(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     spool_path = out.parent / f".{out.name}.spool"
+    with hold_output(out, "import"):  # one run per output: the spool, staging and rename are ours
+        return _import(
+            kind, src, out, domain, seed, sizes, force, progress, scan, workers, strict, skipped, spool_path
+        )
+
+
+def _import(kind, src, out, domain, seed, sizes, force, progress, scan, workers, strict, skipped, spool_path):
     try:
         with open(spool_path, "w+b") as spool:
             cases, infos = _inspect(scan.cases, workers, spool, strict, src, skipped)

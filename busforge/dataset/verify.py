@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -10,15 +11,48 @@ import pyarrow.parquet as pq
 from busforge.dataset.features import SOURCE_NAMES, dataset_features, pathology_name
 from busforge.dataset.hashing import sha256_file
 from busforge.dataset.manifest import manifest_content, read_manifest
+from busforge.errors import BadInput
 
 COUNTED = ("pathology", "size_bin", "echogenicity", "boundary", "domain")
 
 
-def verify_dataset(root: Path) -> list[str]:
-    """Every mismatch found, one line each; empty when the dataset is intact."""
-    manifest = read_manifest(root)
-    with manifest_content(root):
-        return _check(root, manifest)
+SWAP_RETRIES = 5
+
+
+def _folder_identity(root: Path) -> tuple[int, int] | None:
+    try:
+        stat = root.stat()
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino
+
+
+def verify_dataset(root: Path, notes: list[str] | None = None) -> list[str]:
+    """Every mismatch found, one line each; empty when the dataset is intact.
+
+    A `render --force` replaces the folder by renaming a new one into place; a check that ran
+    across that rename (manifest of one dataset, shards of the other) is done again, so a swap
+    is never reported as corruption.
+    """
+    for attempt in range(SWAP_RETRIES):
+        before = _folder_identity(root)
+        try:
+            manifest = read_manifest(root)
+            with manifest_content(root):
+                problems = _check(root, manifest)
+        except BadInput:
+            if attempt + 1 == SWAP_RETRIES or (before is not None and _folder_identity(root) == before):
+                raise
+            time.sleep(0.2)  # the folder was being swapped (or is briefly absent): look again
+            continue
+        if _folder_identity(root) == before:
+            from busforge.dataset.fingerprint_check import check_fingerprint
+
+            problem, note = check_fingerprint(root, manifest)
+            if notes is not None:
+                notes.append(note)
+            return problems + ([problem] if problem else [])
+    return problems
 
 
 def _check(root: Path, manifest: dict) -> list[str]:

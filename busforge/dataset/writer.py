@@ -107,7 +107,12 @@ class Staging:
         """Create the staging folder, or resume the one started for this fingerprint."""
         run_file = self.internal / "run.json"
         if self.dir.exists():
-            started_for = json.loads(run_file.read_text())["fingerprint"] if run_file.exists() else None
+            if not self.internal.is_dir() and any(self.dir.iterdir()):
+                raise BadInput(
+                    f"{self.dir}: a folder busforge did not make is in the way of its staging folder; "
+                    "move it, or choose another --out"
+                )
+            started_for = _read_record(run_file, "fingerprint")
             if started_for == fingerprint:
                 return
             finished = list((self.internal / "shards").glob("*.json"))
@@ -116,7 +121,8 @@ class Staging:
                     f"{self.dir}: unfinished render of a different recipe (fingerprint {started_for}); "
                     "finish it with its own recipe, or pass --force to discard it"
                 )
-            # Another recipe's work with --force, or a run killed before it finished anything.
+                # Another recipe's work with --force, a run killed before it finished anything, or a
+            # damaged run.json (its shards cannot be trusted for any fingerprint): start afresh.
             shutil.rmtree(self.dir)
         self.internal.mkdir(parents=True)
         write_json_atomic(run_file, {"fingerprint": fingerprint})
@@ -127,10 +133,11 @@ class Staging:
     def done(self, split: str, index: int, total: int) -> ShardRecord | None:
         """The shard's record if it was finished and its bytes are still what was recorded."""
         marker = self._marker(split, index)
-        if not marker.exists():
+        try:  # a marker that is empty, garbage or incomplete means "not done": render it again
+            record = ShardRecord(**json.loads(marker.read_text()))
+            path = self.dir / str(record.file)
+        except (OSError, ValueError, TypeError):
             return None
-        record = ShardRecord(**json.loads(marker.read_text()))
-        path = self.dir / record.file
         if record.file != shard_path(split, index, total) or not path.exists():
             return None
         if path.stat().st_size != record.bytes or sha256_file(path) != record.sha256:
@@ -163,9 +170,10 @@ class Staging:
             elif not replace_existing:
                 raise BadInput(f"{self.out_dir}: exists; pass --force to replace it")
             else:
+                if not is_busforge_dataset(self.out_dir):  # checked before; re-checked before deleting
+                    raise BadInput(f"{self.out_dir}: not a busforge dataset; --force replaces only those")
                 old = self.out_dir.parent / f".{self.out_dir.name}.old"
-                if old.exists():
-                    shutil.rmtree(old)
+                _remove_replaced(old)
                 os.replace(self.out_dir, old)
         os.replace(self.dir, self.out_dir)
         remove_leftovers(self.out_dir)  # the bookkeeping, and the replaced dataset if any
@@ -175,6 +183,27 @@ def remove_leftovers(out_dir: Path) -> None:
     """Drop the staging bookkeeping from a finished dataset (left there by a run killed just after
     its final rename)."""
     shutil.rmtree(out_dir / INTERNAL, ignore_errors=True)
-    old = out_dir.parent / f".{out_dir.name}.old"
+    _remove_replaced(out_dir.parent / f".{out_dir.name}.old")
+
+
+def _remove_replaced(old: Path) -> None:
+    """Delete the dataset a --force run replaced, and nothing else: a folder of that name that
+    is not a busforge dataset is the user's."""
     if old.exists():
+        if not is_busforge_dataset(old):
+            raise BadInput(f"{old}: in the way of busforge's replaced-dataset folder; move it elsewhere")
         shutil.rmtree(old)
+
+
+def is_busforge_dataset(folder: Path) -> bool:
+    """A folder with a manifest busforge wrote (a JSON object with format, fingerprint and splits)."""
+    return _read_record(folder / "busforge.json", "fingerprint") is not None and folder.is_dir()
+
+
+def _read_record(path: Path, key: str) -> Any:
+    """`key` of a small JSON object file, or None when the file is missing, damaged or lacks it."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get(key) if isinstance(data, dict) else None

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from busforge.dataset.lock import hold_output
 from busforge.dataset.output import check_existing, pending_shards, write_shard
 from busforge.dataset.output_path import check_output_dir
 from busforge.dataset.writer import Staging
@@ -128,11 +129,17 @@ def run_render(
     quiet: bool = False,
     limit: int | None = None,
 ) -> RenderOutcome:
-    from tqdm import tqdm
 
     out_dir = Path(out_dir or recipe.output.dir)
     resolved_out = check_output_dir(out_dir, Path(recipe.source) if Path(recipe.source).is_file() else None)
     prepared = prepare(recipe, limit)
+    with hold_output(out_dir, "render"):  # one run per output, from this check to the final rename
+        return _render(prepared, out_dir, resolved_out, workers=workers, force=force, quiet=quiet)
+
+
+def _render(prepared, out_dir: Path, resolved_out: Path, *, workers: int, force: bool, quiet: bool):
+    from tqdm import tqdm
+
     recipe = prepared.recipe
     if check_existing(out_dir, prepared.fingerprint, force):
         return RenderOutcome(out_dir, prepared.fingerprint, prepared.rows, 0, 0, up_to_date=True)
