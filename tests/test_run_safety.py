@@ -281,3 +281,34 @@ def test_verify_across_a_force_swap_reports_no_false_mismatch(repo, tmp_path, mo
 
     monkeypatch.setattr(verify_module, "sha256_file", hash_during_a_swap)
     assert verify_dataset(out) == [] and swapped
+
+
+def test_ctrl_c_says_how_to_resume_and_exits_130(repo, tmp_path):
+    run = subprocess.Popen(
+        [
+            *BUSFORGE,
+            "render",
+            str(repo / "recipes/demo.yaml"),
+            "--out",
+            str(tmp_path / "out"),
+            "--workers",
+            "2",
+            "--set",
+            "count=2000",
+            "--set",
+            "image_size=64",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and len(psutil.Process(run.pid).children()) < 2:
+        time.sleep(0.2)
+    time.sleep(1.0)
+    os.killpg(run.pid, signal.SIGINT)  # what a terminal's Ctrl-C does: the whole process group
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130, err
+    assert f"render: writing {(tmp_path / 'out').resolve()}" in err  # the resolved output, at start
+    assert err.rstrip().endswith("interrupted; finished shards are kept, rerun the same command to resume")
+    assert "Traceback" not in err
