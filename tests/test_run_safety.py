@@ -134,7 +134,7 @@ def test_force_over_a_dataset_works_and_a_users_dot_old_folder_survives(repo, tm
     mine = tmp_path / ".out.old"
     mine.mkdir()
     (mine / "notes.txt").write_text("mine")
-    with pytest.raises(BadInput, match="in the way"):
+    with pytest.raises(BadInput, match="a folder busforge did not make is in the way"):
         run_render(
             load_recipe(repo / "recipes/demo.yaml", [*TINY, "seed=5"]), out_dir=out, force=True, quiet=True
         )

@@ -26,6 +26,7 @@ from busforge.dataset.hashing import sha256_file
 from busforge.errors import BadInput
 
 INTERNAL = ".busforge"  # bookkeeping inside the staging folder; removed before the final rename
+REPLACED = ".busforge-replaced"  # marks a finished output moved aside by --force, to be deleted
 
 
 def shard_path(split: str, index: int, total: int) -> str:
@@ -170,13 +171,18 @@ class Staging:
             elif not replace_existing:
                 raise BadInput(f"{self.out_dir}: exists; pass --force to replace it")
             else:
-                if not is_busforge_dataset(self.out_dir):  # checked before; re-checked before deleting
-                    raise BadInput(f"{self.out_dir}: not a busforge dataset; --force replaces only those")
+                # The caller checked that out_dir is its own kind of output (check_existing).
                 old = self.out_dir.parent / f".{self.out_dir.name}.old"
-                _remove_replaced(old)
+                if old.exists() and not _remove_replaced(old):
+                    raise BadInput(f"{old}: a folder busforge did not make is in the way; move it elsewhere")
                 os.replace(self.out_dir, old)
+                (old / REPLACED).touch()  # so a run killed before the rmtree below knows it is ours
+                os.replace(self.dir, self.out_dir)
+                shutil.rmtree(self.out_dir / INTERNAL, ignore_errors=True)
+                shutil.rmtree(old)  # what this run just moved aside
+                return
         os.replace(self.dir, self.out_dir)
-        remove_leftovers(self.out_dir)  # the bookkeeping, and the replaced dataset if any
+        remove_leftovers(self.out_dir)  # the bookkeeping, and a replaced dataset left by a killed run
 
 
 def remove_leftovers(out_dir: Path) -> None:
@@ -186,13 +192,15 @@ def remove_leftovers(out_dir: Path) -> None:
     _remove_replaced(out_dir.parent / f".{out_dir.name}.old")
 
 
-def _remove_replaced(old: Path) -> None:
-    """Delete the dataset a --force run replaced, and nothing else: a folder of that name that
-    is not a busforge dataset is the user's."""
-    if old.exists():
-        if not is_busforge_dataset(old):
-            raise BadInput(f"{old}: in the way of busforge's replaced-dataset folder; move it elsewhere")
-        shutil.rmtree(old)
+def _remove_replaced(old: Path) -> bool:
+    """Delete the output a --force run replaced, and nothing else: a folder of that name without
+    busforge's mark is the user's and stays. True when `old` is gone."""
+    if not old.exists():
+        return True
+    if not ((old / REPLACED).exists() or is_busforge_dataset(old)):
+        return False
+    shutil.rmtree(old)
+    return True
 
 
 def is_busforge_dataset(folder: Path) -> bool:
