@@ -30,8 +30,8 @@ from busforge.dataset.dedup import MAX_DISTANCE, duplicate_groups
 from busforge.dataset.import_report import ImportReport, make_report
 from busforge.dataset.importers import get_importer
 from busforge.dataset.importers.base import Case, Skip
-from busforge.dataset.output import check_existing
 from busforge.dataset.lock import hold_output
+from busforge.dataset.output import check_existing
 from busforge.dataset.output_path import check_output_dir
 from busforge.dataset.real_inspect import Inspected, inspect_case
 from busforge.dataset.real_write import finalize_import, write_import
