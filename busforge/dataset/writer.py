@@ -197,6 +197,9 @@ def _remove_replaced(old: Path) -> bool:
     busforge's mark is the user's and stays. True when `old` is gone."""
     if not old.exists():
         return True
+    if old.is_dir() and not any(old.iterdir()):  # an empty folder holds nothing to lose
+        old.rmdir()
+        return True
     if not ((old / REPLACED).exists() or is_busforge_dataset(old)):
         return False
     shutil.rmtree(old)
