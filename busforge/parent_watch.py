@@ -46,6 +46,11 @@ def exit_with_parent(parent_pid: int) -> None:
 
 def worker_initializer(parent_pid: int, initializer, initargs: tuple) -> None:
     """A pool initializer: watch the parent, then run the pool's own initializer (if any)."""
+    import signal
+
+    # Ctrl-C reaches the whole process group: the parent reports it and shuts the pool down,
+    # so a worker must not print a KeyboardInterrupt traceback of its own.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     exit_with_parent(parent_pid)
     if initializer is not None:
         initializer(*initargs)
