@@ -11,9 +11,10 @@ masks/s and the ratio.
 
 import os
 
-# One core: set before numpy loads its thread pools.
-for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-    os.environ.setdefault(_name, "1")
+# One core, sized the way busforge sizes a render process (no environment variables).
+from busforge.executors.threads import limit_threads  # noqa: E402
+
+limit_threads(1)
 
 import argparse  # noqa: E402
 import math  # noqa: E402

@@ -11,9 +11,10 @@ Run: python benchmarks/render_procedural.py [--repeats N]
 
 import os
 
-# One core: set before numpy/scipy load their thread pools.
-for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMEXPR_NUM_THREADS"):
-    os.environ[_variable] = "1"
+# One core, sized the way busforge sizes a render process (no environment variables).
+from busforge.executors.threads import limit_threads  # noqa: E402
+
+limit_threads(1)
 
 import argparse  # noqa: E402
 import statistics  # noqa: E402
