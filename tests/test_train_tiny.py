@@ -134,6 +134,14 @@ def test_controlnet_resume_gives_the_same_weights(real_like_dataset, tiny_model,
     card = (whole / "README.md").read_text()
     assert "ControlNet + VAE encoder" in card and "![validation renders](validation.png)" in card
     assert (whole / "loss.png").is_file() and (whole / "validation.png").is_file()
+    # The loss curve as `dvc plots show` reads it: a header, then one row per optimizer step.
+    loss_csv = (whole / "loss.csv").read_text().splitlines()
+    assert loss_csv[0].startswith("step,loss") and [r.split(",")[0] for r in loss_csv[1:]] == [
+        "1",
+        "2",
+        "3",
+        "4",
+    ]
 
     split = tmp_path / "split"
     train_controlnet(controlnet_run(real_like_dataset, tiny_model, split, max_steps=2, checkpoint_every=2))

@@ -65,6 +65,16 @@ def missing_real(datasets: list[str]) -> str | None:
     return None
 
 
+def write_headline(path: Path | None, metrics: dict) -> None:
+    """--metrics: the headline numbers DVC declares as metrics (the full record stays in OUT)."""
+    if path is None:
+        return
+    from busforge.dataset.writer import write_json_atomic
+    from busforge.downstream.report import headline
+
+    write_json_atomic(path, headline(metrics))
+
+
 def downstream(
     datasets: Annotated[
         list[str],
@@ -111,7 +121,8 @@ def downstream(
         ),
     ] = None,
     metrics: Annotated[
-        Path | None, typer.Option(help="Also write metrics.json here (the DVC metrics file).")
+        Path | None,
+        typer.Option(help="Also write the headline numbers here (the DVC metrics file; details stay in OUT)."),
     ] = None,
     skip_without_real: Annotated[
         bool,
@@ -125,7 +136,6 @@ def downstream(
     """Train a U-Net segmenter and an EfficientNet-B0 classifier on each DATASET's train split, select on its
     validation split, test on its test split and every --test; write metrics.json, table.md, report.html."""
     import json
-    import shutil
 
     from busforge.downstream.profiles import resolve_profile
     from busforge.downstream.run import AUGMENTS, TASKS, run_downstream
@@ -150,9 +160,8 @@ def downstream(
             "protocol": {"profile": resolved.protocol(), "tasks": tasks},
         }
         out.mkdir(parents=True, exist_ok=True)
-        for path in [out / "metrics.json", *([metrics] if metrics else [])]:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(record, indent=2) + "\n")
+        (out / "metrics.json").write_text(json.dumps(record, indent=2) + "\n")
+        write_headline(metrics, record)
         typer.echo(f"downstream skipped: {reason}", err=True)
         return
     result = run_downstream(
@@ -171,9 +180,7 @@ def downstream(
     )
     from busforge.downstream.report import TABLE
 
-    if metrics is not None:
-        metrics.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(out / "metrics.json", metrics)
+    write_headline(metrics, json.loads((out / "metrics.json").read_text()))
     typer.echo((out / TABLE).read_text().split("\n\n")[0])
     typer.echo(
         f"wrote {out / 'metrics.json'}, {out / TABLE} and {out / 'report.html'} ({result['wall_s']:.0f}s)"

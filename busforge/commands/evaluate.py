@@ -31,7 +31,9 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Split of the reference to compare against.")] = "test",
     out: Annotated[
         Path | None,
-        typer.Option(help="Folder for metrics.json and report.html (default: DATASET/evaluation)."),
+        typer.Option(
+            help="Folder for metrics.json, summary.json, plots/ and report.html (default: DATASET/evaluation)."
+        ),
     ] = None,
     features: Annotated[
         str,
@@ -54,11 +56,16 @@ def evaluate(
     seed: Annotated[int, typer.Option(help="Seed of KID subsets and floor subsampling.")] = 0,
     quiet: Annotated[bool, typer.Option(help="No progress bar.")] = False,
 ) -> None:
-    """Compare DATASET's synthetic images and masks with a reference split; write metrics.json and report.html."""
+    """Compare DATASET's synthetic images and masks with a reference split.
+
+    Writes metrics.json (every number), summary.json (the headline numbers DVC shows), plots/ (mask
+    statistic CDFs, generated vs reference) and report.html.
+    """
     from busforge.evaluate.features import FeatureCache, make_extractor
     from busforge.evaluate.report import write_metrics, write_report
     from busforge.evaluate.run import default_reference
     from busforge.evaluate.run import evaluate as run_evaluation
+    from busforge.evaluate.summary import PLOTS, SUMMARY, write_shape_cdfs, write_summary
 
     if reference is None:
         reference, reference_note = default_reference(dataset)
@@ -81,6 +88,8 @@ def evaluate(
     out_dir = out or dataset / "evaluation"
     metrics_path = write_metrics(out_dir, metrics)
     report_path = write_report(out_dir, metrics, details, dataset, reference, reference_note=reference_note)
+    write_summary(out_dir, metrics)
+    write_shape_cdfs(out_dir, details["generated"].shapes, details["reference"].shapes)
     balance = f"balance max |planned - realised| {metrics['balance']['max_abs_diff']}"
     if metrics["image"] is None:
         typer.echo(
@@ -95,4 +104,4 @@ def evaluate(
         typer.echo(
             f"{dataset}: FID {overall['fid']:.2f}{floor_text}, KID {overall['kid_mean']:.4f}, {balance}"
         )
-    typer.echo(f"wrote {metrics_path} and {report_path}")
+    typer.echo(f"wrote {metrics_path}, {report_path}, {out_dir / SUMMARY} and {out_dir / PLOTS}/")

@@ -1,4 +1,8 @@
-"""Counts of a finished dataset as a flat-ish JSON of numbers, for `dvc metrics show`."""
+"""A finished dataset's counts for DVC: headline numbers in one JSON, per-stratum details beside it.
+
+`dvc metrics show` prints every number of every metrics file as a column, so the file DVC reads
+holds only rows per split and shards; the per-stratum counts go to `<name>.details.json`.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,24 @@ from busforge.dataset.manifest import read_manifest
 from busforge.dataset.writer import write_json_atomic
 
 
+def details_path(metrics_path: Path) -> Path:
+    """Where the details of a headline metrics file go: `render.json` -> `render.details.json`."""
+    return metrics_path.with_name(f"{metrics_path.stem}.details.json")
+
+
 def write_count_metrics(dataset_dir: Path, out: Path) -> dict:
+    """Write the headline counts to OUT and the per-stratum counts beside it; return the headline."""
     manifest = read_manifest(dataset_dir)
-    metrics = {
-        "rows": {split: info["rows"] for split, info in manifest["splits"].items()},
-        "bytes": sum(info["bytes"] for info in manifest["splits"].values()),
-        "shards": sum(len(info["shards"]) for info in manifest["splits"].values()),
+    splits = manifest["splits"]
+    headline = {
+        "rows": {split: info["rows"] for split, info in splits.items()},
+        "shards": sum(len(info["shards"]) for info in splits.values()),
+    }
+    details = {
+        **headline,
+        "bytes": sum(info["bytes"] for info in splits.values()),
         "synthetic": manifest["counts"],
     }
-    write_json_atomic(out, metrics)
-    return metrics
+    write_json_atomic(details_path(out), details)
+    write_json_atomic(out, headline)
+    return headline

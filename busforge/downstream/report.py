@@ -152,6 +152,21 @@ published ones; CIs cover test-image sampling (and seeds through the mean), not 
     return path
 
 
+def headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """What DVC shows of a run: the flat `seg.test.dice_mean`-style numbers (and `partial`, or `skipped`).
+
+    The protocol and per-arm record stay in OUT/metrics.json: as DVC metrics they would add dozens of
+    columns (profile fields, row counts, timings) to `dvc exp show`.
+    """
+    if metrics.get("skipped"):
+        return {"skipped": True}
+    return {
+        key: value
+        for key, value in metrics.items()
+        if "." in key and isinstance(value, int | float) or key == "partial"
+    }
+
+
 def write_outputs(out: Path, metrics: dict[str, Any]) -> tuple[Path, Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     return write_metrics(out, metrics), write_table(out, metrics), write_report(out, metrics)

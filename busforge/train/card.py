@@ -1,4 +1,4 @@
-"""The model card of a trained ControlNet or LoRA: README.md + loss.png + validation.png + training.json."""
+"""The model card of a trained ControlNet or LoRA: README.md + loss.png + loss.csv + validation.png + training.json."""
 
 from __future__ import annotations
 
@@ -34,6 +34,17 @@ def plot_loss(history: list[dict[str, float]], path: Path) -> None:
     plt.close(fig)
 
 
+def write_loss_csv(history: list[dict[str, float]], path: Path) -> None:
+    """The per-step loss as CSV (`step,loss,...`), the format `dvc plots show` draws."""
+    import csv
+
+    columns = ["step", *(k for k in history[0] if k != "step")]
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(history)
+
+
 def validation_grid(renders: list[tuple[np.ndarray, np.ndarray, str]], path: Path) -> None:
     """Masks on the top row, the renders conditioned on them below."""
     from PIL import Image
@@ -65,6 +76,7 @@ def write_card(
     figures = []
     if result.history:
         plot_loss(result.history, out / "loss.png")
+        write_loss_csv(result.history, out / "loss.csv")
         figures.append("## Loss\n\n![training loss](loss.png)\n")
     if renders:
         validation_grid(renders, out / "validation.png")
