@@ -156,7 +156,12 @@ def prepare(recipe: Recipe, limit: int | None = None) -> Prepared:
     else:
         limited = {}
     renderer = make_renderer(
-        recipe.renderer.backend, recipe.renderer.options, recipe.image_size, recipe.source
+        recipe.renderer.backend,
+        recipe.renderer.options,
+        recipe.image_size,
+        recipe.source,
+        domains={spec.domain for spec in plan.specs},
+        samples=len(plan.specs),
     )
     try:  # the whole plan's domains, so a resumed run renders alike
         renderer.expect_domains({spec.domain for spec in plan.specs})

@@ -140,7 +140,7 @@ def test_unknown_or_bad_options_are_one_line_errors(tiny):
         renderer(recipe, batch_size="big")
     with pytest.raises(BadInput, match=r"renderer\.dtype: fp16 on the CPU .*use fp32 or auto"):
         renderer(recipe, dtype="fp16", device="cpu")
-    with pytest.raises(BadInput, match=r"renderer\.base: .*neither a local folder nor a Hub id"):
+    with pytest.raises(BadInput, match=r"renderer\.base: no folder .*hf download stable-diffusion-v1-5"):
         renderer(recipe, base=str(tiny / "no-such-folder"))
     with pytest.raises(BadInput, match=r"renderer\.controlnet: required"):
         from busforge.renderers.diffusion import DiffusionRenderer
@@ -187,14 +187,14 @@ def test_hub_model_in_cache_is_pinned_to_its_commit(tmp_path, monkeypatch):
     source = resolve_model("someone/tiny-sd", "renderer.base", "model_index.json")
     assert source.identity == {"hub_id": "someone/tiny-sd", "revision": commit}
     assert (source.pretrained, source.revision) == ("someone/tiny-sd", commit)
-    with pytest.raises(BadInput, match=r"huggingface-cli download someone/other"):
+    with pytest.raises(BadInput, match=r"hf download someone/other"):
         resolve_model("someone/other", "renderer.base", "model_index.json")
 
 
 def test_pinned_hub_revision_is_named_in_the_download_hint():
     from busforge.models.weights import resolve_model
 
-    with pytest.raises(BadInput, match=r"huggingface-cli download someone/model --revision v1\.0`"):
+    with pytest.raises(BadInput, match=r"hf download someone/model --revision v1\.0`"):
         resolve_model("someone/model@v1.0", "renderer.base", "model_index.json")
 
 
@@ -247,8 +247,69 @@ def test_missing_model_offline_fails_before_rendering_with_exit_2(tiny, tmp_path
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == 1 and "Traceback" not in result.stderr
     assert error_lines[0].startswith(f"error: {RECIPE}: renderer.base: model 'nobody/no-such-model'")
-    assert "huggingface-cli download nobody/no-such-model" in error_lines[0]
+    assert "hf download nobody/no-such-model" in error_lines[0]
     assert not out.exists() and not (tmp_path / ".out.staging").exists()
+
+
+def test_everything_a_run_lacks_is_one_message(tiny, tmp_path, monkeypatch):
+    """Base not cached, ControlNet and a LoRA folder not trained yet, a domain without LoRA, no GPU."""
+    from busforge.planning import prepare
+
+    monkeypatch.chdir(tmp_path)
+    recipe = tiny_recipe(
+        tiny,
+        "renderer.base=nobody/no-such-model",
+        "renderer.controlnet=models/controlnet-busi",  # reads as a Hub id too
+        "renderer.lora.udiat=models/lora-udiat",
+        "domain.stu=1",
+        "count=500",
+    )
+    with pytest.raises(BadInput) as err:
+        prepare(recipe)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(
+        f"{RECIPE}: the diffusion renderer lacks 5 things: (1) "
+    )
+    assert "renderer.base: model 'nobody/no-such-model' is not in the local Hugging Face cache" in message
+    assert "`hf download nobody/no-such-model`" in message
+    assert "busforge train controlnet data/real/NAME --out models/controlnet-busi" in message
+    assert "busforge train lora data/real/NAME --domain udiat --out models/lora-udiat" in message
+    assert "renderer.lora.stu: no LoRA adapter for domain 'stu'" in message
+    assert "renderer.device: no GPU found for 500 samples" in message
+    # A small run, or one that asks for the CPU, is not refused for want of a GPU.
+    prepare(tiny_recipe(tiny, "count=100"))
+    prepare(tiny_recipe(tiny, "count=500", "renderer.device=cpu"))
+
+
+def test_no_network_fails_at_once_without_trying_the_hub(tmp_path, monkeypatch):
+    """Not offline by configuration, but nothing answers: one quick connect decides, no download retries."""
+    import huggingface_hub
+    from huggingface_hub import constants
+
+    from busforge.models import weights
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: connection refused
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    for proxy in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(proxy, raising=False)
+    weights.hub_unreachable.cache_clear()
+    calls = []
+    real = huggingface_hub.snapshot_download
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("local_files_only", False))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", spy)
+    try:
+        with pytest.raises(
+            BadInput, match=r"the Hub is offline here: cannot reach 127\.0\.0\.1:9 .*`hf download a/b`"
+        ):
+            weights.resolve_model("a/b", "renderer.base", "model_index.json")
+    finally:
+        weights.hub_unreachable.cache_clear()
+    assert calls == [True]  # the local cache only, never the network
 
 
 # ---------------------------------------------------------------- determinism and adapters

@@ -3,16 +3,20 @@
 A model reference is a local folder or a Hugging Face Hub id (optionally `id@revision`). Local
 folders are identified by the sha256 of their weight and config files (cached by path, size and
 mtime, so multi-GB checkpoints are hashed once); Hub models by id + the commit they resolve to.
-With `HF_HUB_OFFLINE=1` (or no network), a Hub model that is not in the local cache is a `BadInput`
-raised before any rendering starts, naming the model and how to get it.
+With `HF_HUB_OFFLINE=1` or no network (found in one quick connect, not after the client's retries),
+a Hub model that is not in the local cache is a `BadInput` raised before any rendering starts,
+naming the model and how to get it; a missing local ControlNet or LoRA folder names the
+`busforge train` command that makes it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Files that decide what a model computes; READMEs, images and optimizer states do not.
 IDENTITY_SUFFIXES = (".safetensors", ".json", ".txt")
 HASH_CACHE_VERSION = 1
+HUB_PROBE_TIMEOUT_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -108,6 +113,47 @@ def hub_offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE)
 
 
+@functools.cache
+def hub_unreachable() -> str | None:
+    """Why the Hub cannot be reached (no DNS, no route), or None; one quick TCP connect per process.
+
+    Without it, a machine with no network spends the client's timeouts and retries (tens of seconds)
+    before saying so. Behind an HTTP(S) proxy the direct connect means nothing, so it is skipped.
+    """
+    if any(
+        os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")
+    ):
+        return None
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    url = urlsplit(constants.ENDPOINT)
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=HUB_PROBE_TIMEOUT_S).close()
+    except OSError as err:
+        return f"cannot reach {url.hostname}:{port} ({err.strerror or type(err).__name__})"
+    return None
+
+
+def how_to_make(key: str, ref: str) -> str:
+    """The command that creates a missing model folder: training for the ControlNet and LoRAs."""
+    if key == "renderer.controlnet":
+        return f"train it with `busforge train controlnet data/real/NAME --out {ref}`"
+    if key.startswith("renderer.lora."):
+        domain = key.removeprefix("renderer.lora.")
+        return f"train it with `busforge train lora data/real/NAME --domain {domain} --out {ref}`"
+    return (
+        f"download one with `hf download stable-diffusion-v1-5/stable-diffusion-v1-5 --local-dir {ref}` "
+        "(or write a tiny test model with `busforge models tiny DIR`)"
+    )
+
+
+def hf_download(repo_id: str, revision: str | None) -> str:
+    return f"`hf download {repo_id}" + (f" --revision {revision}`" if revision else "`")
+
+
 def resolve_model(ref: str, key: str, need: str) -> ModelSource:
     """Find a model given as a local folder or a Hub id; fail early and clearly if it is not there.
 
@@ -120,9 +166,7 @@ def resolve_model(ref: str, key: str, need: str) -> ModelSource:
     if local.exists() or not HUB_ID.match(split_revision(ref)[0]):
         if not local.is_dir():
             raise BadInput(
-                f"{ref!r} is neither a local folder nor a Hub id (owner/name); give the folder "
-                "of a diffusers model or a Hub id like stable-diffusion-v1-5/stable-diffusion-v1-5",
-                key=key,
+                f"no folder {ref!r}; {how_to_make(key, ref)}, or give a Hub id (owner/name)", key=key
             )
         if not (local / need).is_file():
             raise BadInput(f"{local} has no {need}; give a folder in the diffusers layout", key=key)
@@ -130,28 +174,45 @@ def resolve_model(ref: str, key: str, need: str) -> ModelSource:
     return _resolve_hub(ref, key, need)
 
 
+def _not_found(key: str, ref: str, repo_id: str, revision: str | None, why: str) -> BadInput:
+    """`models/controlnet-busi` reads as a Hub id too: say what either reading needs."""
+    get = hf_download(repo_id, revision)
+    if key == "renderer.base":
+        return BadInput(
+            f"model {ref!r} is not in the local Hugging Face cache and {why}; "
+            f"run {get} where there is network, or set {key} to a local folder",
+            key=key,
+        )
+    return BadInput(
+        f"no folder {ref!r}; {how_to_make(key, ref)} "
+        f"(a Hub model of that id is not in the local cache and {why}; {get} gets it)",
+        key=key,
+    )
+
+
 def _resolve_hub(ref: str, key: str, need: str) -> ModelSource:
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     repo_id, revision = split_revision(ref)
-    get = f"`huggingface-cli download {repo_id}" + (f" --revision {revision}`" if revision else "`")
     try:
         folder = Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
     except LocalEntryNotFoundError:
         if hub_offline():
-            raise BadInput(
-                f"model {ref!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; "
-                f"run {get} where there is network, or set {key} to a local folder",
-                key=key,
-            ) from None
+            raise _not_found(key, ref, repo_id, revision, "HF_HUB_OFFLINE=1") from None
+        unreachable = hub_unreachable()
+        if unreachable is not None:
+            raise _not_found(key, ref, repo_id, revision, f"the Hub is offline here: {unreachable}") from None
         try:
             folder = Path(snapshot_download(repo_id, revision=revision, allow_patterns=["*.json", "*.txt"]))
-        except Exception as err:  # network down, private repo, typo: all mean "cannot get it"
-            raise BadInput(
-                f"cannot get model {ref!r} from the Hub ({type(err).__name__}); "
-                f"run {get}, or set {key} to a local folder",
-                key=key,
+        except Exception as err:  # private repo, typo, network dropped: all mean "cannot get it"
+            raise _not_found(
+                key,
+                ref,
+                repo_id,
+                revision,
+                f"the Hub did not give it ({type(err).__name__}: check the id, "
+                "your token for a private or gated model with `hf auth login`, and the network)",
             ) from None
     if not (folder / need).is_file():
         raise BadInput(f"Hub model {repo_id!r} has no {need}; is it a diffusers model?", key=key)

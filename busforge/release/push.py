@@ -200,7 +200,7 @@ def push_dataset(
 
 def hub_client(endpoint: str | None = None) -> Any:
     """A real HfApi: the endpoint from HF_ENDPOINT (or the given one), the token from the usual
-    places (HF_TOKEN, `hf auth login` / `huggingface-cli login`), resolved by huggingface_hub itself."""
+    places (HF_TOKEN, `hf auth login`), resolved by huggingface_hub itself."""
     from huggingface_hub import HfApi, constants
 
     from busforge import __version__

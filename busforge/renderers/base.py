@@ -112,9 +112,23 @@ def renderer_class(backend: str) -> type[Renderer]:
     return getattr(importlib.import_module(module_name), class_name)
 
 
-def make_renderer(backend: str, options: dict[str, Any], image_size: int, source: str = "recipe") -> Renderer:
-    """Build a renderer; option errors name `source` (the recipe file)."""
+def make_renderer(
+    backend: str,
+    options: dict[str, Any],
+    image_size: int,
+    source: str = "recipe",
+    *,
+    domains: set[str] | None = None,
+    samples: int | None = None,
+) -> Renderer:
+    """Build a renderer; option errors name `source` (the recipe file).
+
+    A renderer with `takes_plan_hints` also gets the plan's domains and sample count, so that it can
+    report everything a run lacks (e.g. a LoRA per domain, a GPU) in its one start-up error.
+    """
+    cls = renderer_class(backend)
+    hints = {"domains": domains, "samples": samples} if getattr(cls, "takes_plan_hints", False) else {}
     try:
-        return renderer_class(backend)(options, image_size)
+        return cls(options, image_size, **hints)
     except BadInput as err:
         raise err.with_source(source) from None

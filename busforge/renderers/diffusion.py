@@ -50,6 +50,8 @@ DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 IMAGE_BYTES_512_HALF = 1.0 * 2**30
 WEIGHT_BYTES_HALF = 3.0 * 2**30
 MAX_AUTO_BATCH = 16
+# More samples than this with `device: auto` and no GPU is refused (SD 1.5 takes ~30 s an image on a CPU).
+CPU_LARGE_RUN = 100
 
 
 class DiffusionRenderer(BaseRenderer):
@@ -58,7 +60,16 @@ class DiffusionRenderer(BaseRenderer):
     name = "diffusion"
     in_process = True  # one model on one accelerator: never fork a pool
 
-    def __init__(self, options: dict[str, Any], image_size: int) -> None:
+    takes_plan_hints = True  # make_renderer passes the plan's domains and size (see `problems`)
+
+    def __init__(
+        self,
+        options: dict[str, Any],
+        image_size: int,
+        *,
+        domains: set[str] | None = None,
+        samples: int | None = None,
+    ) -> None:
         self.options: DiffusionOptions = parse_options(options)
         self.image_size = image_size
         self.device = _resolve_device(self.options.device)
@@ -76,9 +87,16 @@ class DiffusionRenderer(BaseRenderer):
         self._single_domain = len(self.options.lora) == 1  # may fuse; refined by expect_domains
         self._uncompiled: dict[str, Any] = {}
         self._chunk = self.batch_size  # largest sub-batch that fits (halved on OOM)
-        # Fail now, before any rendering, on a missing folder or an uncached Hub model when offline
-        # (hashes of local weights are cached, so this is fast after the first run).
-        self.sources()
+        if domains is not None:
+            self._single_domain = len(domains) == 1
+        # Fail now, before any rendering, on everything that is missing at once: model folders, uncached
+        # Hub models when offline, LoRAs of planned domains, a GPU for a large run (hashes of local
+        # weights are cached, so this is fast after the first run).
+        problems: list[BadInput] = []
+        self._sources = self._resolve_sources(problems)
+        problems += self._plan_problems(domains, samples)
+        if problems:
+            raise one_error(problems)
 
     # ------------------------------------------------------------------ identity
 
@@ -88,15 +106,49 @@ class DiffusionRenderer(BaseRenderer):
         Raises `BadInput` for a missing folder or an uncached Hub model when offline.
         """
         if self._sources is None:
-            found = {
-                "base": resolve_model(self.options.base, "renderer.base", "model_index.json"),
-                "controlnet": resolve_model(self.options.controlnet, "renderer.controlnet", "config.json"),
-            }
-            for domain, ref in self.options.lora.items():
-                if ref is not None:
-                    found[f"lora/{domain}"] = resolve_model(ref, f"renderer.lora.{domain}", LORA_FILE)
-            self._sources = found
+            problems: list[BadInput] = []
+            self._sources = self._resolve_sources(problems)
+            if problems:
+                raise one_error(problems)
         return self._sources
+
+    def _resolve_sources(self, problems: list[BadInput]) -> dict[str, ModelSource]:
+        """Every model the options name; what cannot be found goes to PROBLEMS, not raised one by one."""
+        wanted = [
+            ("base", self.options.base, "renderer.base", "model_index.json"),
+            ("controlnet", self.options.controlnet, "renderer.controlnet", "config.json"),
+            *(
+                (f"lora/{domain}", ref, f"renderer.lora.{domain}", LORA_FILE)
+                for domain, ref in self.options.lora.items()
+                if ref is not None
+            ),
+        ]
+        found = {}
+        for name, ref, key, need in wanted:
+            try:
+                found[name] = resolve_model(ref, key, need)
+            except BadInput as err:
+                problems.append(err)
+        return found
+
+    def _plan_problems(self, domains: set[str] | None, samples: int | None) -> list[BadInput]:
+        """Planned domains without a LoRA mapping, and a large run that would fall back to the CPU."""
+        problems = [self._unmapped(d) for d in sorted(set(domains or ()) - set(self.options.lora))]
+        if (
+            samples is not None
+            and samples > CPU_LARGE_RUN
+            and self.device == "cpu"
+            and self.options.device == "auto"
+        ):
+            problems.append(
+                BadInput(
+                    f"no GPU found for {samples} samples ({self.options.steps} denoising steps each would "
+                    "take hours on the CPU); run on a machine with a CUDA GPU, try a few first with "
+                    "`--limit 8`, or set renderer.device: cpu to render on the CPU anyway",
+                    key="renderer.device",
+                )
+            )
+        return problems
 
     def _lora_identity(self, domain: str) -> dict[str, Any] | None:
         source = self.sources().get(f"lora/{domain}")
@@ -328,6 +380,16 @@ class DiffusionRenderer(BaseRenderer):
         weights = WEIGHT_BYTES_HALF * (2 if self.dtype_name == "fp32" else 1)
         fits = int((0.9 * free - weights) // per_image)
         return max(1, min(MAX_AUTO_BATCH, fits))
+
+
+def one_error(problems: list[BadInput]) -> BadInput:
+    """Several problems as one line, so that one run shows everything to fix."""
+    if len(problems) == 1:
+        return problems[0]
+    items = "; ".join(
+        f"({i}) {p.message if p.key is None else f'{p.key}: {p.message}'}" for i, p in enumerate(problems, 1)
+    )
+    return BadInput(f"the diffusion renderer lacks {len(problems)} things: {items}", key="renderer")
 
 
 def _mask_rgb(mask: np.ndarray, size: int) -> np.ndarray:

@@ -68,7 +68,8 @@ def _describe(path: list[str], error: dict[str, Any]) -> str:
         )
     if error["type"] == "missing" and path == ["controlnet"]:
         return (
-            "required: a local folder or Hub id of a diffusers ControlNetModel trained on lesion masks "
+            "required: a local folder or Hub id of a diffusers ControlNetModel trained on lesion masks; "
+            "train one with `busforge train controlnet data/real/NAME --out models/controlnet-NAME` "
             "(for tests: `busforge models tiny models/tiny` writes models/tiny/controlnet)"
         )
     if path and path[0] in CHOICE_HINTS:

@@ -30,7 +30,7 @@ def _load(what: str, source: str, loader: Any) -> Any:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise BadInput(
             f"{what} {source}: cannot load ({first[:200]}); give a local diffusers folder or fetch it "
-            f"first with `huggingface-cli download {source}`"
+            f"first with `hf download {source}`"
         ) from None
 
 
