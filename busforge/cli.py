@@ -9,6 +9,7 @@ import errno
 import importlib
 import os
 import sys
+from typing import Annotated
 
 import typer
 
@@ -37,6 +38,24 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from busforge import __version__
+
+        typer.echo(f"busforge {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", is_eager=True, callback=_print_version, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Options before the command (`busforge --version`)."""
 
 
 def _register() -> None:

@@ -27,7 +27,7 @@ from pydantic import (
 
 from busforge.errors import BadInput
 from busforge.prompts import DEFAULT_PROMPT
-from busforge.validation import bad_input
+from busforge.validation import bad_input, error_path
 from busforge.vocab import BOUNDARIES, DEFAULT_SIZE_BINS, ECHOGENICITIES, PATHOLOGIES
 
 SEMVER = re.compile(r"\d+\.\d+\.\d+(?:[-+][0-9A-Za-z.-]+)?")  # used with fullmatch: no "1.0.0\n"
@@ -380,6 +380,16 @@ def _describe(path: list[str], error: dict[str, Any]) -> str | None:
     return "unknown key" + (f"; allowed: {', '.join(allowed)}" if allowed else "")
 
 
+def _blamed_override(err: ValidationError, overrides: list[str]) -> str | None:
+    """The `--set` argument that put the bad value there (the last one on its key path), if any."""
+    loc = error_path(err.errors()[0])
+    for text in reversed(overrides):
+        path = text.split("=", 1)[0].split(".")
+        if path[: len(loc)] == loc[: len(path)]:
+            return text
+    return None
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """`key.path=value` -> (["key", "path"], value parsed as YAML)."""
     if "=" not in text:
@@ -438,7 +448,8 @@ def reject_ignored_count(recipe: Recipe, count: int | None) -> None:
         )
 
 
-def recipe_from_dict(data: Any, source: str = "<recipe>") -> Recipe:
+def recipe_from_dict(data: Any, source: str = "<recipe>", overrides: list[str] | None = None) -> Recipe:
+    """Validate recipe DATA read from SOURCE; a bad value that one of OVERRIDES set is blamed on it."""
     if not isinstance(data, dict):
         raise BadInput(
             f"{source}: (top level): a recipe is a YAML mapping of keys like name, count, renderer"
@@ -446,7 +457,8 @@ def recipe_from_dict(data: Any, source: str = "<recipe>") -> Recipe:
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as err:
-        raise bad_input(err, source=source, describe=_describe) from None
+        blamed = _blamed_override(err, overrides or [])
+        raise bad_input(err, source=f"--set {blamed}" if blamed else source, describe=_describe) from None
     recipe._source = source
     return recipe
 
@@ -510,4 +522,4 @@ def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     if isinstance(data, dict):
         data = apply_overrides(data, overrides or [])
         data = {k: v for k, v in data.items() if k not in STAGE_KEYS}
-    return recipe_from_dict(data, str(path))
+    return recipe_from_dict(data, str(path), overrides)

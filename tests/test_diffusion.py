@@ -480,3 +480,32 @@ def test_mask_is_resized_nearest_to_a_binary_conditioning_image():
     condition = _mask_rgb(mask, 64)
     assert condition.shape == (64, 64, 3) and set(np.unique(condition)) == {0, 255}
     assert np.array_equal(condition[:, :, 0] > 0, np.kron(mask, np.ones((2, 2), dtype=bool)))
+
+
+def test_tiny_render_prints_no_warnings_and_quiet_silences_the_libraries(tiny, tmp_path, capfd):
+    """A normal two-domain render warns about nothing; --quiet leaves only busforge's result line."""
+    import warnings
+
+    from busforge import quiet
+    from busforge.cli import app
+
+    args = ["render", str(RECIPE), *(a for o in model_overrides(tiny) for a in ("--set", o)), "--limit", "4"]
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        app([*args, "--out", str(tmp_path / "loud")], standalone_mode=False)
+    loud = capfd.readouterr()
+    # What a user's terminal shows: Python hides DeprecationWarnings raised outside __main__.
+    shown = [w for w in caught if not issubclass(w.category, DeprecationWarning | PendingDeprecationWarning)]
+    assert [f"{w.filename}: {w.message}" for w in shown] == []
+    assert not [
+        line for line in loud.err.splitlines() if "warn" in line.lower() or "deprecat" in line.lower()
+    ]
+    assert "No LoRA keys" not in loud.err
+    try:
+        app([*args, "--out", str(tmp_path / "quiet"), "--quiet"], standalone_mode=False)
+        silent = capfd.readouterr()
+    finally:
+        quiet.set_quiet(False)
+    assert silent.err == ""
+    assert silent.out.count("\n") == 1 and "4 rows" in silent.out

@@ -37,7 +37,12 @@ def render(
     force: Annotated[
         bool, typer.Option(help="Replace an output or staging folder of another recipe.")
     ] = False,
-    quiet: Annotated[bool, typer.Option(help="No progress bar; print only the result line.")] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            help="No progress bars or library notices (diffusers, transformers, peft); print only the result line."
+        ),
+    ] = False,
     metrics: Annotated[
         Path | None, typer.Option(help="Also write row and stratum counts as a JSON metrics file (for DVC).")
     ] = None,
@@ -70,6 +75,11 @@ def render(
     from busforge.executors.local import run_render
     from busforge.executors.threads import available_cores
     from busforge.recipe import load_recipe, reject_ignored_count
+
+    if quiet:
+        from busforge.quiet import set_quiet
+
+        set_quiet()
 
     overrides = list(set_ or []) + ([f"count={count}"] if count is not None else [])
     resolved = load_recipe(recipe, overrides)

@@ -208,12 +208,15 @@ class DiffusionRenderer(BaseRenderer):
             from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
         finally:
             transformers_logging.set_verbosity(verbosity)
+        from busforge import quiet
+
+        quiet.apply()  # --quiet: no loading bars or notices from diffusers, transformers, peft
 
         sources = self.sources()
         dtype = getattr(torch, DTYPES[self.dtype_name])
         base, control = sources["base"], sources["controlnet"]
         controlnet = ControlNetModel.from_pretrained(
-            control.pretrained, revision=control.revision, torch_dtype=dtype, use_safetensors=True
+            control.pretrained, revision=control.revision, dtype=dtype, use_safetensors=True
         )
         pipe = StableDiffusionControlNetPipeline.from_pretrained(
             base.pretrained,
@@ -222,7 +225,7 @@ class DiffusionRenderer(BaseRenderer):
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,
-            torch_dtype=dtype,
+            dtype=dtype,
             use_safetensors=True,
         )
         scheduler_class = getattr(diffusers, SCHEDULERS[self.options.scheduler])
@@ -275,9 +278,26 @@ class DiffusionRenderer(BaseRenderer):
 
     def _load_adapter(self, domain: str, source: ModelSource) -> None:
         if domain not in self._loaded:
-            self.pipe.load_lora_weights(
-                source.pretrained, weight_name=LORA_FILE, adapter_name=domain, revision=source.revision
-            )
+            import warnings
+
+            from diffusers.utils import logging as diffusers_logging
+
+            # Two notices that always hold here and need no action: busforge's adapters are UNet-only
+            # ("No LoRA keys associated to CLIPTextModel"), and a second domain's adapter joins the
+            # first ("Already found a `peft_config` attribute").
+            verbosity = diffusers_logging.get_verbosity()
+            diffusers_logging.set_verbosity_error()
+            try:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute")
+                    self.pipe.load_lora_weights(
+                        source.pretrained,
+                        weight_name=LORA_FILE,
+                        adapter_name=domain,
+                        revision=source.revision,
+                    )
+            finally:
+                diffusers_logging.set_verbosity(verbosity)
             self._loaded.add(domain)
 
     def _maybe_compile(self) -> None:
