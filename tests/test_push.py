@@ -43,6 +43,31 @@ class FakeHub:
         self.repos: dict[str, dict[str, Any]] = {}
         self._oids = (hashlib.sha1(str(i).encode()).hexdigest() for i in itertools.count())
         self.fail_commit_with: str | None = None
+        # LFS objects the Hub holds (by sha256; they outlive failed commits), and each upload made.
+        self.lfs: set[str] = set()
+        self.uploads: list[str] = []
+        self.drop_after: int | None = None  # the connection drops once this many uploads are done ...
+        self.drops = 0  # ... this many times
+
+    def _upload(self, op: Any) -> None:
+        """Send one LFS file's content unless the Hub has it already (what the real client does)."""
+        data = Path(op.path_or_fileobj).read_bytes()
+        sha256 = hashlib.sha256(data).hexdigest()
+        if sha256 in self.lfs:
+            return
+        if self.drops and self.drop_after is not None and len(self.uploads) >= self.drop_after:
+            self.drops -= 1
+            raise ConnectionResetError(104, "Connection reset by peer")
+        self.lfs.add(sha256)
+        self.uploads.append(op.path_in_repo)
+
+    def preupload_lfs_files(self, repo_id: str, additions: Any, *, repo_type: str | None = None,
+                            revision: str | None = None, **_: Any) -> None:  # fmt: skip
+        self._record("preupload_lfs_files", repo_id=repo_id, revision=revision)
+        self._repo(repo_id, repo_type)
+        for op in additions:
+            if op.path_in_repo.endswith(LFS_SUFFIXES):
+                self._upload(op)
 
     def _record(self, name: str, **kwargs: Any) -> None:
         self.calls.append((name, kwargs))
@@ -127,6 +152,9 @@ class FakeHub:
         if branch not in repo["branches"]:
             raise _http_error(f"404 branch {branch} not found", 404, RevisionNotFoundError)
         files = dict(repo["commits"][repo["branches"][branch]])
+        for op in operations:  # the client uploads what was not pre-uploaded, then commits
+            if isinstance(op, CommitOperationAdd) and op.path_in_repo.endswith(LFS_SUFFIXES):
+                self._upload(op)
         for op in operations:
             if isinstance(op, CommitOperationAdd):
                 source = op.path_or_fileobj
@@ -249,7 +277,7 @@ def test_a_new_version_replaces_stale_files_in_the_same_commit(tmp_path: Path, d
     assert sorted(p for p in v2 if p.startswith("data/")) == ["data/train-00000-of-00001.parquet"]
 
 
-def test_a_dataset_that_fails_verify_is_never_pushed(dataset: Path) -> None:
+def test_a_dataset_that_fails_verify_is_never_pushed(dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     shard = next((dataset / "data").glob("*.parquet"))
     data = bytearray(shard.read_bytes())
     data[100] ^= 0xFF
@@ -258,6 +286,11 @@ def test_a_dataset_that_fails_verify_is_never_pushed(dataset: Path) -> None:
     with pytest.raises(BadInput, match="fails verification"):
         push_dataset(dataset, "user/demo", api=hub)
     assert hub.calls == []
+    # The CLI says so before it looks for a token (none is set here).
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    monkeypatch.setattr("huggingface_hub.constants.HF_TOKEN_PATH", str(dataset / "no-token"))
+    result = CliRunner().invoke(app, ["push", str(dataset), "--repo-id", "user/demo"])
+    assert isinstance(result.exception, BadInput) and "fails verification" in str(result.exception)
 
 
 def test_evaluation_report_and_branch_go_into_the_release(dataset: Path) -> None:
@@ -340,3 +373,56 @@ def test_real_hfapi_uses_the_given_endpoint_and_the_usual_token_sources(
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     assert get_token() == TOKEN
     assert release.scrub(f"bad {TOKEN}", TOKEN) == "bad ***"
+
+
+def _shards(dataset: Path) -> list[str]:
+    return sorted(p.relative_to(dataset).as_posix() for p in (dataset / "data").glob("*.parquet"))
+
+
+def _tagged_files_are_the_dataset(hub: FakeHub, dataset: Path, tag: str) -> None:
+    files = hub.files_at("user/demo", tag)
+    assert set(files) - {".gitattributes", "README.md"} == {*_shards(dataset), "busforge.json", "recipe.yaml"}
+    for path in _shards(dataset):
+        assert files[path] == (dataset / path).read_bytes()
+
+
+def test_a_dropped_connection_mid_upload_is_retried_without_resending_finished_shards(
+    dataset: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(release, "RETRY_DELAYS_S", (0.0, 0.0, 0.0))
+    hub = FakeHub()
+    hub.drop_after, hub.drops = 1, 2  # after the first shard, two drops in a row
+    outcome = push_dataset(dataset, "user/demo", api=hub)
+    assert len(_shards(dataset)) >= 2
+    assert sorted(hub.uploads) == _shards(dataset)  # each shard sent exactly once
+    assert hub.names().count("create_commit") == 1
+    _tagged_files_are_the_dataset(hub, dataset, outcome.tag)
+
+
+def test_a_push_stopped_by_the_network_resumes_with_the_unfinished_shards(dataset: Path, monkeypatch) -> None:
+    monkeypatch.setattr(release, "RETRY_DELAYS_S", (0.0,))
+    hub = FakeHub()
+    hub.drop_after, hub.drops = 1, 10  # the network stays down after one shard
+    with pytest.raises(release.PushInterrupted, match=r"check the network .*run the same push again"):
+        push_dataset(dataset, "user/demo", api=hub)
+    assert hub.uploads == _shards(dataset)[:1]
+    assert "create_commit" not in hub.names() and not hub.repos["user/demo"]["tags"]  # nothing released
+
+    hub.drops = 0  # back online: the same push sends only what is missing
+    outcome = push_dataset(dataset, "user/demo", api=hub)
+    assert hub.uploads == _shards(dataset)  # the first shard was not sent again
+    _tagged_files_are_the_dataset(hub, dataset, outcome.tag)
+
+
+def test_a_commit_that_does_not_hold_the_verified_files_is_not_tagged(dataset: Path) -> None:
+    class LossyHub(FakeHub):
+        def create_commit(self, repo_id: str, operations: Any, **kwargs: Any) -> CommitInfo:
+            ops = [op for op in operations if op.path_in_repo != "recipe.yaml"]
+            return super().create_commit(repo_id, ops, **kwargs)
+
+    hub = LossyHub()
+    with pytest.raises(
+        release.PushInterrupted, match=r"does not hold the verified files .*recipe\.yaml.*not tagged"
+    ):
+        push_dataset(dataset, "user/demo", api=hub)
+    assert not hub.repos["user/demo"]["tags"]

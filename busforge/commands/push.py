@@ -27,14 +27,18 @@ def push(
 
     if "/" not in repo_id or repo_id.count("/") != 1:
         raise BadInput(f"--repo-id: {repo_id!r} is not USER/NAME; give the Hub dataset repository id")
+    release.check_verified(dataset)  # a broken dataset is reported before any token or network
     token = get_token()
     if token is None:
         raise BadInput("Hugging Face token: none found; set HF_TOKEN or run `hf auth login`, then push again")
     api = release.hub_client()
     try:
         outcome = release.push_dataset(
-            dataset, repo_id, api=api, private=private, revision=revision, report=report
+            dataset, repo_id, api=api, private=private, revision=revision, report=report, verified=True
         )
+    except release.PushInterrupted as err:
+        typer.echo(f"error: {release.scrub(str(err), token)}", err=True)
+        raise typer.Exit(1) from None
     except HfHubHTTPError as err:
         # Never echo the token, whatever the server or client put in the message.
         typer.echo(f"error: the Hub refused the push: {release.scrub(str(err), token)}", err=True)

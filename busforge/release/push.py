@@ -6,11 +6,18 @@ rest); the same content is a no-op, different content is refused.
 
 The Hub client is injected (anything with HfApi's methods), so tests run against a fake.
 Files are passed to the commit by path, so shards stream from disk instead of sitting in memory.
+
+Large pushes: each shard is uploaded on its own (`preupload_lfs_files`) before the one commit,
+and a dropped connection is retried for that shard alone; objects already on the Hub are not sent
+again (the Hub keeps uploaded LFS objects by hash), so rerunning a push that failed part-way sends
+only the shards it had not finished. The tag is created only after the commit's tree has been
+checked to hold exactly the verified files.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +33,48 @@ EVALUATION = "evaluation"
 REQUIRED_TASKS = {"image-segmentation", "image-classification"}
 REQUIRED_TAGS = {"medical", "ultrasound", "synthetic"}
 HUB_MANAGED = {".gitattributes"}  # created by the Hub itself; not part of a release's content
+SHARD_SUFFIX = ".parquet"
+# Waits before retrying a shard whose upload failed on the network (then the push stops; rerun resumes).
+RETRY_DELAYS_S = (2.0, 8.0, 30.0)
+RETRIED_STATUS = {408, 429, 500, 502, 503, 504}
+
+
+class PushInterrupted(RuntimeError):
+    """The network failed during the upload; finished shards stay on the Hub for the next try."""
+
+
+def _transient(err: BaseException) -> bool:
+    """A dropped connection, a timeout or a server hiccup: worth retrying the same upload."""
+    from huggingface_hub.errors import HfHubHTTPError
+
+    if isinstance(err, HfHubHTTPError):
+        response = getattr(err, "response", None)
+        return getattr(response, "status_code", None) in RETRIED_STATUS
+    names = {cls.__name__ for cls in type(err).__mro__}
+    return isinstance(err, OSError | TimeoutError) or bool(names & {"TransportError", "TimeoutException"})
+
+
+def upload_shards(api: Any, repo_id: str, branch: str, operations: list[Any]) -> None:
+    """Upload each shard's content on its own, retrying network failures for that shard only."""
+    from huggingface_hub import CommitOperationAdd
+
+    for op in operations:
+        if not (isinstance(op, CommitOperationAdd) and op.path_in_repo.endswith(SHARD_SUFFIX)):
+            continue
+        for attempt in range(len(RETRY_DELAYS_S) + 1):
+            try:
+                api.preupload_lfs_files(repo_id, additions=[op], repo_type=REPO_TYPE, revision=branch)
+                break
+            except Exception as err:
+                if not _transient(err):
+                    raise
+                if attempt == len(RETRY_DELAYS_S):
+                    raise PushInterrupted(
+                        f"upload of {op.path_in_repo} failed {attempt + 1} times ({type(err).__name__}: {err}); "
+                        "check the network connection (and HF_ENDPOINT or a proxy if you set one), then run "
+                        "the same push again: shards already uploaded are not sent again"
+                    ) from None
+                time.sleep(RETRY_DELAYS_S[attempt])
 
 
 @dataclass(frozen=True)
@@ -132,6 +181,16 @@ def _same_content(remote: dict[str, Any], local: dict[str, tuple[str, str]]) -> 
     return differ
 
 
+def check_verified(dataset: Path) -> None:
+    """Raise `BadInput` unless DATASET passes `busforge verify` (hashes, rows, schema, counts)."""
+    problems = verify_dataset(dataset)
+    if problems:
+        raise BadInput(
+            f"{dataset}: fails verification ({len(problems)} problem(s), first: {problems[0]}); "
+            f"run `busforge verify {dataset}` and re-render before pushing"
+        )
+
+
 def push_dataset(
     dataset: Path,
     repo_id: str,
@@ -140,8 +199,10 @@ def push_dataset(
     private: bool = False,
     revision: str | None = None,
     report: Path | None = None,
+    verified: bool = False,
 ) -> PushOutcome:
-    """Verify DATASET, then push it to `repo_id` as one commit on `revision` tagged `v{version}`.
+    """Verify DATASET (unless `verified`: the caller just did), then push it to `repo_id` as one
+    commit on `revision` tagged `v{version}`.
 
     Raises:
         BadInput: the dataset fails verification, its card lacks release metadata, or the tag
@@ -149,12 +210,8 @@ def push_dataset(
     """
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete
 
-    problems = verify_dataset(dataset)
-    if problems:
-        raise BadInput(
-            f"{dataset}: fails verification ({len(problems)} problem(s), first: {problems[0]}); "
-            f"run `busforge verify {dataset}` and re-render before pushing"
-        )
+    if not verified:
+        check_verified(dataset)
     manifest = read_manifest(dataset)
     tag = f"v{manifest['version']}"
     card = release_card((dataset / CARD).read_text(), repo_id, tag).encode()
@@ -185,6 +242,7 @@ def push_dataset(
     operations.append(CommitOperationAdd(path_in_repo=CARD, path_or_fileobj=card))
     # Files of an earlier release that this one does not have (e.g. fewer shards) go in the same commit.
     operations += [CommitOperationDelete(path_in_repo=p) for p in sorted(set(existing) - set(local))]
+    upload_shards(api, repo_id, branch, operations)
     info = api.create_commit(
         repo_id,
         operations,
@@ -192,6 +250,13 @@ def push_dataset(
         repo_type=REPO_TYPE,
         revision=branch,
     )
+    # Tag only a commit that holds exactly the verified files (a release is forever).
+    differ = _same_content(_remote_files(api, repo_id, info.oid) or {}, local)
+    if differ:
+        raise PushInterrupted(
+            f"commit {info.oid} of {repo_id} does not hold the verified files ({len(differ)} differ, e.g. "
+            f"{differ[0]}); not tagged {tag}; run the same push again"
+        )
     api.create_tag(
         repo_id, tag=tag, revision=info.oid, repo_type=REPO_TYPE, tag_message=f"{manifest['name']} {tag}"
     )
