@@ -268,7 +268,7 @@ def test_everything_a_run_lacks_is_one_message(tiny, tmp_path, monkeypatch):
         prepare(recipe)
     message = str(err.value)
     assert "\n" not in message and message.startswith(
-        f"{RECIPE}: the diffusion renderer lacks 5 things: (1) "
+        f"{RECIPE}: renderer: the diffusion renderer lacks 5 things: (1) "
     )
     assert "renderer.base: model 'nobody/no-such-model' is not in the local Hugging Face cache" in message
     assert "`hf download nobody/no-such-model`" in message
