@@ -122,7 +122,9 @@ def downstream(
     ] = None,
     metrics: Annotated[
         Path | None,
-        typer.Option(help="Also write the headline numbers here (the DVC metrics file; details stay in OUT)."),
+        typer.Option(
+            help="Also write the headline numbers here (the DVC metrics file; details stay in OUT)."
+        ),
     ] = None,
     skip_without_real: Annotated[
         bool,
