@@ -4,11 +4,11 @@ Runs exactly the command a user types, in the user's environment (this script se
 variables), and compares in one run, interleaved so machine noise hits all alike:
 
 - `--workers 1` vs `--workers 2` (the default on two cores);
-- each against the same command with OMP_NUM_THREADS=OPENBLAS_NUM_THREADS=MKL_NUM_THREADS=1 in the
-  environment, the hand-tuned setting busforge's own thread sizing must match (ratio ~1);
+- with `--before DIR` (a checkout of another busforge version, e.g. `git worktree add /tmp/old
+  9fa42cf`), each against the same command run by that code: the before/after comparison;
 - peak RSS of the whole process tree for N vs 10 N samples (memory must stay flat).
 
-    python benchmarks/render_e2e.py [--count 1000] [--repeats 3] [--size 512]
+    python benchmarks/render_e2e.py [--count 1000] [--repeats 3] [--size 512] [--before DIR]
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import psutil
 
 REPO = Path(__file__).resolve().parents[1]
 BUSFORGE = str(Path(sys.executable).with_name("busforge"))  # the console script a user runs
-TUNED = {"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
 def user_command(count: int, workers: int, out: Path, size: int | None) -> list[str]:
@@ -60,15 +59,19 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--memory-factor", type=int, default=10, help="RSS comparison: N vs factor*N samples")
     parser.add_argument("--no-memory", action="store_true", help="skip the RSS comparison")
+    parser.add_argument("--before", type=Path, help="a checkout of the busforge version to compare with")
     args = parser.parse_args()
     user_env = dict(os.environ)
-    tuned_env = {**user_env, **TUNED}
+    codes = {"after": user_env}
+    if args.before:
+        # The same console script importing the other checkout's package: only the code differs.
+        codes = {"before": {**user_env, "PYTHONPATH": str(args.before.resolve())}, **codes}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "out"
         seconds: dict[tuple[int, str], list[float]] = {}
         for _ in range(args.repeats):
             for workers in (1, 2):
-                for label, env in (("as typed", user_env), ("tuned env", tuned_env)):
+                for label, env in codes.items():
                     elapsed, _ = run(user_command(args.count, workers, out, args.size), env)
                     seconds.setdefault((workers, label), []).append(elapsed)
         median = {key: statistics.median(values) for key, values in seconds.items()}
@@ -78,10 +81,11 @@ def main() -> None:
                 f"{args.count / median[workers, label]:.1f} img/s ({', '.join(f'{v:.1f}' for v in values)} s)"
             )
         for workers in (1, 2):
-            ratio = median[workers, "as typed"] / median[workers, "tuned env"]
-            print(f"--workers {workers}: time as typed / time with the tuned env = {ratio:.2f}")
-        speedup = median[1, "as typed"] / median[2, "as typed"]
-        print(f"speed-up --workers 2 vs 1, as typed: {speedup:.2f}x")
+            if "before" in codes:
+                ratio = median[workers, "after"] / median[workers, "before"]
+                print(f"--workers {workers}: time after / time before = {ratio:.2f}")
+        for label in codes:
+            print(f"speed-up --workers 2 vs 1 ({label}): {median[1, label] / median[2, label]:.2f}x")
         if not args.no_memory:
             _, small = run(user_command(args.count, 2, out, args.size), user_env)
             _, large = run(user_command(args.count * args.memory_factor, 2, out, args.size), user_env)
