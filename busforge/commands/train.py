@@ -80,7 +80,10 @@ def _finish(run_training, run) -> None:
     except TrainingDiverged as err:
         typer.echo(f"error: training diverged: {err}", err=True)
         raise typer.Exit(1) from None
-    typer.echo(f"{out}: trained model and model card (README.md) written")
+    from accelerate import PartialState
+
+    if PartialState().is_main_process:  # once, not once per process of a multi-GPU run
+        typer.echo(f"{out}: trained model and model card (README.md) written")
 
 
 def _shared_options(

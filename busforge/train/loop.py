@@ -129,13 +129,18 @@ class TrainingLoop:
         optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         # Checkpoints hold the trained parameters only (a LoRA checkpoint stays megabytes, not the
-        # whole frozen UNet); loading is therefore non-strict on the frozen rest.
-        trainable = {name for name, p in self.model.named_parameters() if p.requires_grad}
+        # whole frozen UNet); loading is therefore non-strict on the frozen rest. The names are the
+        # unwrapped module's: the save hook sees its state dict, not the DDP wrapper's `module.` ones.
+        trainable = {
+            name for name, p in accelerator.unwrap_model(self.model).named_parameters() if p.requires_grad
+        }
 
         def keep_trainable(models: list[Any], weights: list[dict[str, Any]], output_dir: str) -> None:
             for state in weights:
                 for key in [k for k in state if k not in trainable]:
                     del state[key]
+                if not state:  # never write (and later resume) a checkpoint without its weights
+                    raise RuntimeError(f"{output_dir}: no trained parameter left in the checkpoint's state")
 
         accelerator.register_save_state_pre_hook(keep_trainable)
         self.history: list[dict[str, float]] = []
@@ -151,6 +156,7 @@ class TrainingLoop:
             shutil.rmtree(tmp)
         acc.wait_for_everyone()
         acc.save_state(str(tmp), safe_serialization=True)
+        acc.wait_for_everyone()  # every process has written its files into tmp before it is renamed
         if acc.is_main_process:
             state = {"step": step, "history": self.history, "identity": self.settings.run_identity}
             (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
