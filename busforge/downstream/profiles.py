@@ -57,8 +57,8 @@ PROFILES: dict[str, Profile] = {
         cls_depth=0.25,
         bootstrap=200,
     ),
-    # One arm, one seed, both tasks: about 5 minutes on 2 shared CPU cores (~1.3 s per U-Net step
-    # and ~1.1 s per EfficientNet-B0 step at 128 px, batch 16), whatever the arm's train size.
+    # One arm, one seed, both tasks: 4 to 5 minutes measured on 2 shared CPU cores (~0.35 s per
+    # U-Net step, 2 to 2.5 s per EfficientNet-B0 step at 128 px, batch 16), whatever the train size.
     "cpu": Profile(
         name="cpu",
         seg_size=128,
