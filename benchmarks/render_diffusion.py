@@ -103,8 +103,8 @@ def write_sd15_random(out: Path, domains: list[str]) -> None:
 
 def make_inputs(model: Path, size: int, count: int):
     from busforge.executors.rows import make_masks
-    from busforge.plan import make_plan
     from busforge.recipe import load_recipe
+    from busforge.sample_plan import make_plan
 
     overrides = [
         f"renderer.base={model / 'base'}",

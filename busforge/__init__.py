@@ -7,10 +7,18 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+from busforge.errors import BadInput
+
 # Public names, imported on first use so that `import busforge` (and the CLI) start fast.
 _LAZY = {
     "ToTensors": "busforge.dataset.tensors",
+    "load_recipe": "busforge.api",
+    "plan": "busforge.api",
+    "render": "busforge.api",
+    "RecipePlan": "busforge.api",
 }
+
+__all__ = ["BadInput", "__version__", *_LAZY]
 
 
 def __getattr__(name: str) -> Any:

@@ -20,10 +20,10 @@ from typing import Any
 from busforge.dataset.writer import ShardRecord, Staging
 from busforge.errors import BadInput
 from busforge.fingerprint import fingerprint
-from busforge.plan import Plan, make_plan
 from busforge.recipe import Recipe
 from busforge.renderers.base import Renderer, make_renderer
 from busforge.sample import SampleSpec
+from busforge.sample_plan import Plan, make_plan
 
 SPLIT = "train"  # the split synthetic rows go to
 

@@ -75,8 +75,8 @@ def tiny_recipe(tiny: Path, *extra: str):
 
 def make_items(recipe, count: int | None = None):
     from busforge.executors.rows import make_masks
-    from busforge.plan import make_plan
     from busforge.renderers.base import RenderItem
+    from busforge.sample_plan import make_plan
 
     specs = make_plan(recipe).specs[:count]
     masks = make_masks(specs, recipe.image_size)
@@ -412,7 +412,7 @@ def test_end_to_end_two_domains_load_dataset(rendered):
 
     from busforge.dataset.features import dataset_features
     from busforge.dataset.manifest import read_manifest
-    from busforge.plan import make_plan
+    from busforge.sample_plan import make_plan
     from busforge.shapes.lesion import draw_mask
 
     recipe, outcome = rendered

@@ -24,8 +24,8 @@ from busforge.dataset.mix import (
 )
 from busforge.dataset.real import import_real
 from busforge.errors import BadInput
-from busforge.plan import make_plan
 from busforge.recipe import recipe_from_dict
+from busforge.sample_plan import make_plan
 
 
 @pytest.fixture(scope="module")

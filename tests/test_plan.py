@@ -7,8 +7,8 @@ from collections import Counter
 import pytest
 
 from busforge.allocation import largest_remainder
-from busforge.plan import make_plan, resolve_size_bins, sample_seed
 from busforge.recipe import recipe_from_dict
+from busforge.sample_plan import make_plan, resolve_size_bins, sample_seed
 from busforge.shapes.priors import load_prior
 
 BASE = {"name": "p", "count": 1000, "seed": 7, "shape_prior": "birads"}

@@ -238,9 +238,9 @@ def render_with(model: Path, options: dict) -> list[np.ndarray]:
     """Two samples of one domain through the diffusion renderer, on CPU."""
     pytest.importorskip("busforge.renderers.diffusion")
     from busforge.executors.rows import make_masks
-    from busforge.plan import make_plan
     from busforge.recipe import recipe_from_dict
     from busforge.renderers.base import RenderItem, make_renderer
+    from busforge.sample_plan import make_plan
 
     size = SIZE * 2
     recipe = recipe_from_dict({"name": "t", "count": 2, "image_size": size, "domain": "busi"})

@@ -72,45 +72,21 @@ def render(
     ] = None,
 ) -> None:
     """Render RECIPE. Resumes an interrupted run; does nothing when the output is already this dataset."""
-    from busforge.executors.local import run_render
-    from busforge.executors.threads import available_cores
-    from busforge.recipe import load_recipe, reject_ignored_count
+    from busforge.api import render as render_recipe
 
-    if quiet:
-        from busforge.quiet import set_quiet
-
-        set_quiet()
-
-    overrides = list(set_ or []) + ([f"count={count}"] if count is not None else [])
-    resolved = load_recipe(recipe, overrides)
-    reject_ignored_count(resolved, count)
-    if engine is Engine.ray:
-        from busforge.executors.ray import run_render_ray
-
-        outcome = run_render_ray(
-            resolved,
-            out_dir=out,
-            address=address,
-            ray_workers=ray_workers or None,
-            gpus_per_worker=gpus_per_worker,
-            force=force,
-            quiet=quiet,
-            limit=limit,
-        )
-    else:
-        workers = workers or available_cores()
-        outcome = run_render(resolved, out_dir=out, workers=workers, force=force, quiet=quiet, limit=limit)
-    if metrics is not None:
-        from busforge.dataset.metrics import write_count_metrics
-
-        write_count_metrics(outcome.out_dir, metrics)
-    if outcome.up_to_date:
-        typer.echo(
-            f"{outcome.out_dir}: already up to date (fingerprint {outcome.fingerprint}); nothing to do"
-        )
-    else:
-        resumed = f", {outcome.reused_shards} reused from an interrupted run" if outcome.reused_shards else ""
-        typer.echo(
-            f"{outcome.out_dir}: {outcome.rows} rows, {outcome.rendered_shards} shard(s) rendered{resumed}; "
-            f"fingerprint {outcome.fingerprint}"
-        )
+    outcome = render_recipe(
+        recipe,
+        count=count,
+        out=out,
+        overrides=set_,
+        limit=limit,
+        workers=workers,
+        force=force,
+        quiet=quiet,
+        metrics=metrics,
+        engine=engine.value,
+        address=address,
+        ray_workers=ray_workers,
+        gpus_per_worker=gpus_per_worker,
+    )
+    typer.echo(outcome.summary())

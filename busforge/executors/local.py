@@ -39,6 +39,22 @@ class RenderOutcome:
     reused_shards: int
     up_to_date: bool = False
 
+    def summary(self) -> str:
+        """The line `busforge render` prints."""
+        if self.up_to_date:
+            return f"{self.out_dir}: already up to date (fingerprint {self.fingerprint}); nothing to do"
+        resumed = f", {self.reused_shards} reused from an interrupted run" if self.reused_shards else ""
+        return (
+            f"{self.out_dir}: {self.rows} rows, {self.rendered_shards} shard(s) rendered{resumed}; "
+            f"fingerprint {self.fingerprint}"
+        )
+
+    def load(self, **kwargs: Any):
+        """The dataset as a `datasets.DatasetDict`: `datasets.load_dataset(out_dir, **kwargs)`."""
+        from datasets import load_dataset
+
+        return load_dataset(str(self.out_dir), **kwargs)
+
 
 # Per-process renderer for the pool (loaded once per worker by the initializer).
 _WORKER_RENDERER: Renderer | None = None
