@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import importlib
 import os
+import re
 import sys
 from typing import Annotated
 
@@ -87,6 +88,28 @@ def _click_errors() -> tuple[type[Exception], ...]:
     return tuple(types)
 
 
+# Typer checks `min=`/`max=` through pydantic; its phrases, shortened to what the option allows.
+RANGE_PHRASES = [
+    (re.compile(r"^Input should be less than or equal to (\S+)$"), "at most {}"),
+    (re.compile(r"^Input should be greater than or equal to (\S+)$"), "at least {}"),
+    (re.compile(r"^Input should be less than (\S+)$"), "less than {}"),
+    (re.compile(r"^Input should be greater than (\S+)$"), "more than {}"),
+]
+
+
+def usage_text(err: Exception) -> str:
+    """A click usage error as one line; a bad option value names the option: `--per-stratum: at most 16`."""
+    param = getattr(err, "param", None)
+    message = getattr(err, "message", None)
+    if param is None or not isinstance(message, str) or type(err).__name__ == "MissingParameter":
+        return err.format_message()
+    name = max(param.opts, key=len) if param.opts else param.name
+    for pattern, phrase in RANGE_PHRASES:
+        if match := pattern.match(message.strip()):
+            return f"{name}: {phrase.format(match.group(1))}"
+    return f"{name}: {message[0].lower() + message[1:] if message.startswith('Input') else message}"
+
+
 def _one_line(text: str) -> str:
     line = " ".join(str(text).split())
     return line if len(line) <= MAX_MESSAGE else line[:MAX_MESSAGE] + " ... (cut)"
@@ -110,7 +133,7 @@ def io_message(err: OSError) -> str:
 def main() -> None:
     try:
         # Without standalone mode click returns the code of a `typer.Exit` instead of exiting.
-        code = app(standalone_mode=False)
+        code = app(standalone_mode=False, prog_name="busforge")
         if code == 130:  # Typer turns Ctrl-C into Exit(130), silently
             typer.echo(INTERRUPTED, err=True)
         sys.exit(code if isinstance(code, int) else 0)
@@ -136,7 +159,11 @@ def main() -> None:
                 sys.exit(2)
             where = f"{ctx.command_path}: " if ctx is not None else ""
             hint = f" (see {ctx.command_path} --help)" if usage and ctx is not None else ""
-            _exit(f"{where}{err.format_message()}{hint}", 2 if usage else 1)
+            _exit(f"{where}{usage_text(err)}{hint}", 2 if usage else 1)
         if os.environ.get("BUSFORGE_DEBUG"):
             raise
         _exit(f"{type(err).__name__}: {err} (set BUSFORGE_DEBUG=1 for the traceback)", 1)
+
+
+if __name__ == "__main__":  # `python -m busforge.cli`, as `busforge`
+    main()
