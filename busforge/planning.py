@@ -212,5 +212,5 @@ def finish(
         extra={"shape_prior": plan.prior_identity, **({"real": manifest_entry(mix)} if mix else {})},
     )
     content = recipe.content()
-    card = render_card(manifest, content, source_datasets=[str(mix.dataset)] if mix else None)
+    card = render_card(manifest, content)
     finalize(staging, manifest, content, card, replace_existing=replace_existing)

@@ -1,7 +1,13 @@
-"""The dataset card (`README.md`): Hub YAML metadata plus a human description."""
+"""The dataset card (`README.md`): Hub YAML metadata plus a human description of what is in it.
+
+Synthetic-only, mixed (synthetic + the real rows of an import) and imported real datasets each get
+a card that says which they are, names the real source with its citation and terms, and never puts a
+local path into Hub metadata.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -19,6 +25,86 @@ PAPER_CITATION = """@inproceedings{pan2025clinicalprior,
 }"""
 
 
+@dataclass(frozen=True)
+class RealSource:
+    """A real dataset busforge imports: what to call it, how to cite it, the terms it comes under."""
+
+    name: str
+    reference: str
+    bibtex: str
+    terms: str
+
+
+REAL_SOURCES = {
+    "busi": RealSource(
+        "BUSI",
+        "Al-Dhabyani, Gomaa, Khaled, Fahmy. Dataset of breast ultrasound images. Data in Brief 28:104863 (2020)",
+        """@article{aldhabyani2020busi,
+  title   = {Dataset of breast ultrasound images},
+  author  = {Al-Dhabyani, Walid and Gomaa, Mohammed and Khaled, Hussien and Fahmy, Aly},
+  journal = {Data in Brief},
+  volume  = {28},
+  pages   = {104863},
+  year    = {2020}
+}""",
+        "the terms of the BUSI copy you obtained (published with the paper for research use); cite the paper",
+    ),
+    "udiat": RealSource(
+        "UDIAT (Dataset B)",
+        "Yap et al. Automated breast ultrasound lesions detection using convolutional neural networks. "
+        "IEEE JBHI 22(4):1218-1226 (2018)",
+        """@article{yap2018udiat,
+  title   = {Automated Breast Ultrasound Lesions Detection Using Convolutional Neural Networks},
+  author  = {Yap, Moi Hoon and others},
+  journal = {IEEE Journal of Biomedical and Health Informatics},
+  volume  = {22},
+  number  = {4},
+  pages   = {1218--1226},
+  year    = {2018}
+}""",
+        "the research licence agreement under which the authors release Dataset B (redistribution may "
+        "need their permission); cite the paper",
+    ),
+    "stu": RealSource(
+        "STU-Hospital",
+        "Zhuang et al. An RDAU-NET model for lesion segmentation in breast ultrasound images. PLoS ONE (2019)",
+        """@article{zhuang2019stu,
+  title   = {An {RDAU-NET} model for lesion segmentation in breast ultrasound images},
+  author  = {Zhuang, Zhemin and others},
+  journal = {PLoS ONE},
+  year    = {2019}
+}""",
+        "the terms of the STU-Hospital copy you obtained; cite the paper",
+    ),
+    "busbra": RealSource(
+        "BUS-BRA",
+        "Gómez-Flores, Gregorio-Calas, Pereira. BUS-BRA: a breast ultrasound dataset for assessing "
+        "computer-aided diagnosis systems. Medical Physics (2023)",
+        """@article{gomezflores2023busbra,
+  title   = {{BUS-BRA}: A Breast Ultrasound Dataset for Assessing Computer-aided Diagnosis Systems},
+  author  = {G{\\'o}mez-Flores, Wilfrido and Gregorio-Calas, Maria Julia and de Albuquerque Pereira, Wagner Coelho},
+  journal = {Medical Physics},
+  year    = {2023}
+}""",
+        "its MIT-style licence (the dataset's LICENSE.txt: keep the copyright notice; works using it must "
+        "cite the article)",
+    ),
+    "folder": RealSource("in-house data (folder layout)", "", "", "the terms of whoever owns the images"),
+}
+
+
+def real_source(kind: str) -> RealSource:
+    return REAL_SOURCES.get(kind, RealSource(kind, "", "", f"the terms of the {kind} data"))
+
+
+def domain_list(domain: Any) -> str:
+    """`busi`, or several weighted domains as `busi` (50%), `udiat` (50%)."""
+    if not isinstance(domain, dict):
+        return f"`{domain}`"
+    total = sum(domain.values()) or 1.0
+    return ", ".join(f"`{name}` ({weight / total:.0%})" for name, weight in domain.items())
+
+
 def size_category(rows: int) -> str:
     for limit, label in (
         (1_000, "n<1K"),
@@ -31,16 +117,20 @@ def size_category(rows: int) -> str:
     return "n>1M"
 
 
-def card_metadata(manifest: dict[str, Any], license_id: str, source_datasets: list[str]) -> dict[str, Any]:
+def card_metadata(
+    manifest: dict[str, Any], license_id: str, *, synthetic: bool, real: bool
+) -> dict[str, Any]:
+    """Hub metadata. No `source_datasets`: it takes Hub dataset ids, and busforge's real data comes
+    from local imports (a local path goes nowhere on the Hub); the card's text names the source."""
     splits = manifest["splits"]
     total = sum(s["rows"] for s in splits.values())
+    kinds = (["synthetic"] if synthetic else []) + (["real"] if real else [])
     return {
         "license": license_id,
         "pretty_name": manifest["name"],
         "task_categories": ["image-segmentation", "image-classification"],
-        "tags": ["medical", "ultrasound", "breast-ultrasound", "synthetic", "busforge"],
+        "tags": ["medical", "ultrasound", "breast-ultrasound", *kinds, "busforge"],
         "size_categories": [size_category(total)],
-        **({"source_datasets": source_datasets} if source_datasets else {}),
         "configs": [
             {
                 "config_name": "default",
@@ -72,11 +162,20 @@ def strata_table(strata: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def render_card(
-    manifest: dict[str, Any], recipe: dict[str, Any], source_datasets: list[str] | None = None
-) -> str:
+def _rows_text(rows: dict[str, int]) -> str:
+    return ", ".join(f"{k}: {v}" for k, v in rows.items())
+
+
+def render_card(manifest: dict[str, Any], recipe: dict[str, Any]) -> str:
+    """The card of a rendered dataset: synthetic only, or mixed with the real rows of `manifest["real"]`."""
+    real = manifest.get("real")
+    recipe_license = recipe.get("license", "other")
+    real_rows = {split: n["real"] for split, n in real["rows"].items() if n["real"]} if real else {}
+    synthetic_rows = sum(manifest["counts"].get("pathology", {}).values())
+    mixed = bool(real_rows)
+    # A mixed dataset is not under one licence: its real rows keep their source's terms.
     meta = yaml.safe_dump(
-        card_metadata(manifest, recipe.get("license", "other"), source_datasets or []),
+        card_metadata(manifest, "other" if mixed else recipe_license, synthetic=True, real=mixed),
         sort_keys=False,
         allow_unicode=True,
     )
@@ -88,19 +187,43 @@ def render_card(
         if renderer.get("backend") == "diffusion"
         else ""
     )
+    made_by = (
+        f"[busforge](https://github.com/busforge/busforge) {manifest['busforge_version']} from the recipe "
+        "stored beside this card (`recipe.yaml`)"
+    )
+    if mixed:
+        source = real_source(real.get("kind", "folder"))
+        cited = f" ({source.reference})" if source.reference else ""
+        intro = f"""Breast-ultrasound images with lesion masks and clinical text prompts, of two kinds (column
+`source`): {synthetic_rows} synthetic rows rendered by {made_by}, and {sum(real_rows.values())} real
+rows of **{source.name}**{cited}, copied unchanged from the imported dataset (fingerprint
+`{real["fingerprint"]}`; ratio real:synthetic {real["ratio"]} in train). **The synthetic rows are
+not for clinical use; the real rows come under {source.name}'s terms.**"""
+        rows_line = f"- Rows per split: {_rows_text(rows)} (real: {_rows_text(real_rows)})"
+        licence = f"""## Licence and terms
+
+Not one licence: the synthetic rows are `{recipe_license}` (the recipe's `license`); the real rows
+(`source = real`) are {source.name}'s, under {source.terms}. Hence `license: other` above."""
+        citations = f"{PAPER_CITATION}\n\n{source.bibtex}" if source.bibtex else PAPER_CITATION
+        cite_what = f"the source of the real rows ({source.name}) and the paper busforge follows"
+    else:
+        intro = f"""Synthetic breast-ultrasound images with lesion masks and clinical text prompts, rendered by
+{made_by}. **Synthetic data: not for clinical use.**"""
+        rows_line = f"- Rows per split: {_rows_text(rows)}"
+        licence = f"## Licence\n\n`{recipe_license}` (the recipe's `license`)."
+        citations = PAPER_CITATION
+        cite_what = "the paper busforge follows"
     return f"""---
 {meta}---
 
 # {manifest["name"]} {manifest["version"]}
 
-Synthetic breast-ultrasound images with lesion masks and clinical text prompts, rendered by
-[busforge](https://github.com/busforge/busforge) {manifest["busforge_version"]} from the recipe stored
-beside this card (`recipe.yaml`). **Synthetic data: not for clinical use.**
+{intro}
 
 - Fingerprint (version identity): `{manifest["fingerprint"]}`
 - Renderer: `{renderer.get("backend")}` — identity recorded in `busforge.json` and in every row's `renderer` column
-- Rows per split: {", ".join(f"{k}: {v}" for k, v in rows.items())}
-- Shape prior: `{recipe.get("shape_prior")}`; target domain(s): `{recipe.get("domain")}`
+{rows_line}
+- Shape prior: `{recipe.get("shape_prior")}`; target domain(s): {domain_list(recipe.get("domain"))}
 {diffusion_note}
 ## Load it
 
@@ -118,24 +241,17 @@ Columns: `image` and `mask` (PNG), `prompt`, `pathology`, `source`, `domain`, `s
 
 {strata_table(manifest.get("strata", []))}
 
+{licence}
+
 ## Method and citation
 
 Masks are elastically deformed ellipses following lesion-shape priors; prompts follow the template
-of Pan et al.:
+of Pan et al. Cite {cite_what}:
 
 ```bibtex
-{PAPER_CITATION}
+{citations}
 ```
 """
-
-
-SOURCES = {
-    "busi": "Al-Dhabyani et al., Dataset of breast ultrasound images, Data in Brief 28:104863 (2020)",
-    "udiat": "Yap et al., Automated breast ultrasound lesions detection using CNNs, IEEE JBHI 22(4) (2018)",
-    "stu": "Zhuang et al., STU-Hospital breast ultrasound test set",
-    "busbra": "Gómez-Flores et al., BUS-BRA: a breast ultrasound dataset, Medical Physics (2023)",
-    "folder": "in-house data (folder layout)",
-}
 
 
 def render_real_card(manifest: dict[str, Any], report: ImportReport) -> str:
@@ -143,8 +259,11 @@ def render_real_card(manifest: dict[str, Any], report: ImportReport) -> str:
     from busforge.dataset.import_report import REPORT_JSON, REPORT_TEXT, fmt_counts
     from busforge.dataset.real_rows import NORMAL_PROMPT, REAL_SEED
 
-    meta = card_metadata(manifest, "other", [report.kind])
-    meta["tags"] = [t for t in meta["tags"] if t != "synthetic"] + ["real"]
+    meta = card_metadata(manifest, "other", synthetic=False, real=True)
+    source = real_source(report.kind)
+    licence = f"\n## Licence and citation\n\n`license: other`: {source.terms}.\n"
+    if source.bibtex:
+        licence += f"\n```bibtex\n{source.bibtex}\n```\n"
     rows = {name: s["rows"] for name, s in manifest["splits"].items()}
     thresholds = ", ".join(f"`{k}` {v:.4f}" for k, v in report.attribute_thresholds.items())
     return f"""---
@@ -154,8 +273,8 @@ def render_real_card(manifest: dict[str, Any], report: ImportReport) -> str:
 
 Real breast-ultrasound images imported with `busforge import {report.kind}`: original resolution,
 grey-scale PNG images, binary PNG lesion masks (union of a case's lesion masks), `source = real`.
-Source: {SOURCES.get(report.kind, report.kind)}. **Use it under the source dataset's own terms and
-cite it.** Not for clinical use.
+Source: **{source.name}**{f" ({source.reference})" if source.reference else ""}. **Use it under
+{source.terms}.** Not for clinical use.
 
 - Fingerprint (identity of this import): `{manifest["fingerprint"]}`
 - Domain: `{report.domain}`; cases per class: {fmt_counts(report.per_class)}
@@ -167,4 +286,4 @@ cite it.** Not for clinical use.
   {thresholds}. Normal cases have null attributes and the prompt "{NORMAL_PROMPT}"
 - `seed` is {REAL_SEED} (not generated); `renderer` records the importer; the full import report is
   `{REPORT_TEXT}` / `{REPORT_JSON}`.
-"""
+{licence}"""

@@ -31,6 +31,7 @@ class RealMix:
     split_rows: dict[str, int]  # rows per split of the real dataset
     train_pathology: dict[str, int]  # real train rows per pathology (benign, malignant, normal)
     domain: str  # the real data's domain
+    kind: str = "folder"  # the importer that made it (busi, udiat, ...): names the source on the card
     recipe_count: int = 0  # the recipe's `count`, rendered for "0:1"
     shards: dict[str, list[str]] | None = None  # split -> shard files, in order
 
@@ -82,6 +83,7 @@ def _real_mix(recipe, dataset: Path, manifest: dict[str, Any]) -> RealMix:
         split_rows={name: s["rows"] for name, s in manifest["splits"].items()},
         train_pathology={p: int(train.get(p, 0)) for p in (*PATHOLOGIES, NORMAL)},
         domain=info["domain"],
+        kind=info.get("kind", "folder"),
         recipe_count=recipe.count,
         shards={name: [s["file"] for s in split["shards"]] for name, split in manifest["splits"].items()},
     )
@@ -126,6 +128,7 @@ def manifest_entry(mix: RealMix) -> dict[str, Any]:
         "fingerprint": mix.fingerprint,
         "ratio": mix.ratio,
         "domain": mix.domain,
+        "kind": mix.kind,
         "rows": mixed_split_rows(mix),
     }
 

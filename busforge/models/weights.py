@@ -154,6 +154,14 @@ def hf_download(repo_id: str, revision: str | None) -> str:
     return f"`hf download {repo_id}" + (f" --revision {revision}`" if revision else "`")
 
 
+def hub_id(ref: str) -> str | None:
+    """The Hub id a model reference names (`owner/name[@revision]` that is no local path), else None."""
+    if Path(ref).expanduser().exists():
+        return None
+    repo_id = split_revision(ref)[0]
+    return repo_id if HUB_ID.match(repo_id) else None
+
+
 def resolve_model(ref: str, key: str, need: str) -> ModelSource:
     """Find a model given as a local folder or a Hub id; fail early and clearly if it is not there.
 
@@ -163,7 +171,7 @@ def resolve_model(ref: str, key: str, need: str) -> ModelSource:
         need: a file that must exist in the folder (e.g. "model_index.json"), to catch wrong folders.
     """
     local = Path(ref).expanduser()
-    if local.exists() or not HUB_ID.match(split_revision(ref)[0]):
+    if hub_id(ref) is None:
         if not local.is_dir():
             raise BadInput(
                 f"no folder {ref!r}; {how_to_make(key, ref)}, or give a Hub id (owner/name)", key=key

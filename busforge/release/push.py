@@ -31,7 +31,7 @@ CARD = "README.md"
 EVALUATION = "evaluation"
 # Hub metadata every busforge release card must carry (values are checked as subsets).
 REQUIRED_TASKS = {"image-segmentation", "image-classification"}
-REQUIRED_TAGS = {"medical", "ultrasound", "synthetic"}
+REQUIRED_TAGS = {"medical", "ultrasound"}  # "synthetic" or "real" (or both) by content
 HUB_MANAGED = {".gitattributes"}  # created by the Hub itself; not part of a release's content
 SHARD_SUFFIX = ".parquet"
 # Waits before retrying a shard whose upload failed on the network (then the push stops; rerun resumes).

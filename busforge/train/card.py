@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 
+from busforge.models.weights import hub_id
+
 
 def plot_loss(history: list[dict[str, float]], path: Path) -> None:
     import matplotlib
@@ -89,8 +91,17 @@ def write_card(
     last = result.history[-1] if result.history else {}
     skipped = ", ".join(f"{n} {why}" for why, n in sorted(examples.skipped.items())) or "none"
     tags = ["busforge", "breast-ultrasound", "stable-diffusion", "diffusers", kind]
+    # `base_model` is a Hub id the Hub links to; a local base folder would go nowhere, so it is left out.
+    base_id = hub_id(base)
     front = "\n".join(
-        ["---", "library_name: diffusers", f"base_model: {base}", "tags:", *[f"- {t}" for t in tags], "---"]
+        [
+            "---",
+            "library_name: diffusers",
+            *([f"base_model: {base_id}"] if base_id else []),
+            "tags:",
+            *[f"- {t}" for t in tags],
+            "---",
+        ]
     )
     text = f"""{front}
 
@@ -101,7 +112,7 @@ for Breast Ultrasound with Cross Domain Adaptation"). Medical images: no safety 
 
 | | |
 |---|---|
-| base model | `{base}` |
+| base model | `{base}`{"" if base_id else " (a local folder)"} |
 | data | `{dataset}` (fingerprint `{dataset_id}`), train split |
 | examples | {len(examples)} lesion images; skipped: {skipped} |
 | trains | {trains} |
