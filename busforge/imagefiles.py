@@ -37,6 +37,19 @@ def to_grey(img) -> np.ndarray:
     return np.asarray(img.convert("L"), dtype=np.uint8)
 
 
+# A mask is black and white (anti-aliased edges are a thin band); an ultrasound image is mostly
+# mid-grey (BUSI/BUS-BRA images: 14% to 95% of pixels; their masks: none).
+MASK_MAX_MID_GREY = 0.05
+
+
+def mid_grey_share(img) -> float:
+    """The share of pixels neither near black nor near white: ~0 for a mask, large for an image."""
+    if img.mode == "1":
+        return 0.0
+    grey = to_grey(img)
+    return float(((grey > 31) & (grey < 224)).mean())
+
+
 def to_binary(img) -> np.ndarray:
     """A mask in any PNG mode (1-bit, grey, RGB, RGBA, palette) as bool: lesion = bright pixels.
 

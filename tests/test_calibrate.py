@@ -209,3 +209,16 @@ def test_calibrate_command_rejects_missing_and_empty_folders(tmp_path):
     unnamed.mkdir()
     unknown = _cli("calibrate", str(unnamed), "--out", str(tmp_path / "p.json"))
     assert unknown.returncode == 2 and "--pathology" in unknown.stderr
+
+
+def test_calibrate_given_images_instead_of_masks_says_so(tmp_path):
+    from real_fixtures import save, scan_image
+
+    rng = np.random.default_rng(3)
+    for i in range(6):
+        image, _ = scan_image(rng)
+        save(tmp_path / "benign" / f"scan{i}.png", image)
+    result = _cli("calibrate", str(tmp_path / "benign"), "--out", str(tmp_path / "p.json"))
+    assert result.returncode == 2, result.stderr
+    assert "scan0.png: an image, not a lesion mask" in result.stderr and "`_mask` files" in result.stderr
+    assert not (tmp_path / "p.json").exists()

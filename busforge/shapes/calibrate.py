@@ -27,12 +27,18 @@ CORRECTION_SEED = 20250
 
 def read_mask(path: Path) -> np.ndarray:
     """A PNG mask as a boolean array, binarised like imported masks (busforge.imagefiles.to_binary)."""
-    from busforge.imagefiles import UnreadableImage, read_image, to_binary
+    from busforge.imagefiles import MASK_MAX_MID_GREY, UnreadableImage, mid_grey_share, read_image, to_binary
 
     try:
-        return to_binary(read_image(path))
+        img = read_image(path)
     except UnreadableImage as error:
         raise BadInput(f"{path}: not a readable image ({error}); give PNG mask files") from None
+    if (share := mid_grey_share(img)) > MASK_MAX_MID_GREY:
+        raise BadInput(
+            f"{path}: an image, not a lesion mask ({share:.0%} of its pixels are mid-grey; a mask is black "
+            "and white); give the folders of mask PNGs (BUSI: the `_mask` files), or an imported DATASET"
+        )
+    return to_binary(img)
 
 
 def _mask_files(folder: Path) -> list[Path]:
