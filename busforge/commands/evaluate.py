@@ -90,6 +90,8 @@ def evaluate(
     report_path = write_report(out_dir, metrics, details, dataset, reference, reference_note=reference_note)
     write_summary(out_dir, metrics)
     write_shape_cdfs(out_dir, details["generated"].shapes, details["reference"].shapes)
+    for warning in metrics["warnings"]:
+        typer.echo(f"warning: {warning}", err=True)
     balance = f"balance max |planned - realised| {metrics['balance']['max_abs_diff']}"
     if metrics["image"] is None:
         typer.echo(
@@ -101,7 +103,11 @@ def evaluate(
         floor_text = (
             f" (real-vs-real floor {floor:.2f} at N={overall['floor_n']})" if floor is not None else ""
         )
+        # The tiny extractor's FID is a smoke-test number on another scale: say so where it is read.
+        fid_name = (
+            "FID" if extractor.name == "inception" else f"FID ({extractor.name} features, not Inception)"
+        )
         typer.echo(
-            f"{dataset}: FID {overall['fid']:.2f}{floor_text}, KID {overall['kid_mean']:.4f}, {balance}"
+            f"{dataset}: {fid_name} {overall['fid']:.2f}{floor_text}, KID {overall['kid_mean']:.4f}, {balance}"
         )
     typer.echo(f"wrote {metrics_path}, {report_path}, {out_dir / SUMMARY} and {out_dir / PLOTS}/")

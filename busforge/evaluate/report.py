@@ -7,6 +7,7 @@ import html
 import io
 import json
 import math
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,10 @@ from busforge.evaluate.shape_fidelity import COMPARED, ShapeSamples
 
 METRICS = "metrics.json"
 REPORT = "report.html"
+# The verdict's rule of thumb (not a test): an FID within this factor of the real-vs-real floor reads
+# as close to real; a shape statistic whose KS p-value is at least SHAPE_P matches the reference.
+CLOSE_FID_FACTOR = 1.5
+SHAPE_P = 0.05
 
 
 def _clean(value: Any) -> Any:
@@ -81,12 +86,66 @@ def histograms(generated: ShapeSamples, reference: ShapeSamples, pathology: str)
     return _png_data_uri(buffer.getvalue())
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def _text(value: Any) -> str:
+    """Prose for the page: HTML-escaped, `code` spans as <code>, a missing value as a dash (never None)."""
     if value is None:
+        return "–"
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", html.escape(str(value)))
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if isinstance(value, float):
         return f"{value:.{digits}g}" if abs(value) < 1e-2 else f"{value:.{digits}f}"
-    return html.escape(str(value))
+    return _text(value)
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def verdict(metrics: dict[str, Any]) -> str:
+    """One paragraph for the top of the report: what is close to real, what is not."""
+    parts = []
+    overall = (metrics.get("image") or {}).get("overall")
+    if overall is None:
+        parts.append("Image realism was not measured: there is no reference dataset.")
+    elif _finite(overall.get("fid")) and _finite(overall.get("floor_fid")) and overall["floor_fid"] > 0:
+        fid, floor = overall["fid"], overall["floor_fid"]
+        ratio = fid / floor
+        closeness = "close to" if ratio <= CLOSE_FID_FACTOR else "not close to"
+        parts.append(
+            f"The images are {closeness} real ones: FID {fid:.1f} is {ratio:.1f}x the real-vs-real floor "
+            f"({floor:.1f}; within {CLOSE_FID_FACTOR}x reads as close)."
+        )
+    elif _finite(overall.get("fid")):
+        parts.append(f"FID {overall['fid']:.1f}, with no real-vs-real floor to read it against.")
+    shape = metrics.get("shape") or {}
+    tested = {
+        f"{name} ({pathology})": s
+        for pathology, stats in shape.items()
+        for name, s in stats.items()
+        if "ks" in s
+    }
+    if tested:
+        close = [k for k, s in tested.items() if _finite(s.get("p_value")) and s["p_value"] >= SHAPE_P]
+        far = sorted((k for k in tested if k not in close), key=lambda k: -tested[k]["ks"])
+        if close:
+            parts.append(f"Mask statistics that match the reference (KS p ≥ {SHAPE_P}): {', '.join(close)}.")
+        if far:
+            differ = ", ".join(f"{k} (KS {tested[k]['ks']:.2f})" for k in far)
+            parts.append(f"Ones that differ: {differ}.")
+    elif overall is not None:
+        parts.append("Mask statistics were not compared (too few lesions).")
+    worst = metrics["balance"]["max_abs_diff"]
+    parts.append(
+        "The attribute strata are exactly as planned."
+        if worst == 0
+        else f"The attribute strata are off the plan by up to {worst} rows."
+    )
+    parts += [f"Warning: {_text(w)}." for w in metrics.get("warnings", [])]
+    return '<p class="verdict"><b>Verdict.</b> ' + " ".join(parts) + "</p>"
 
 
 def _table(header: list[str], rows: list[list[Any]]) -> str:
@@ -149,7 +208,7 @@ def write_report(
     generated masks alone.
     """
     protocol = "".join(
-        f"<li><b>{html.escape(k)}</b>: {html.escape(str(v))}</li>" for k, v in metrics["protocol"].items()
+        f"<li><b>{html.escape(k)}</b>: {_text(v)}</li>" for k, v in metrics["protocol"].items()
     )
     balance = metrics["balance"]
     balance_rows = [
@@ -170,15 +229,15 @@ def write_report(
             uri = _sheet(folder, split)
             if uri:
                 sheets.append(
-                    f'<h3>{label}: {html.escape(str(folder))} ({split})</h3><img alt="{label}" src="{uri}">'
+                    f'<h3>{label}: {_text(folder)} ({_text(split)})</h3><img alt="{label}" src="{uri}">'
                 )
     extraction = f"Features computed: {details['features_computed']}, read from the cache: {details['features_cached']}."
     if reference is None:
-        intro = f'<p class="missing"><b>{html.escape(reference_note)}</b></p>'
-        image_section = "<h2>Image metrics (FID / KID)</h2><p>None: no reference dataset.</p>"
+        intro = f'<p class="missing"><b>{_text(reference_note)}</b></p>'
+        image_section = "<h2>Image metrics (FID / KID)</h2><p>Not measured: no reference dataset.</p>"
     else:
         intro = (
-            f"<p>{html.escape(reference_note or f'Reference: {reference}.')} Split "
+            f"<p>{_text(reference_note or f'Reference: {reference}.')} Split "
             f"<code>{html.escape(metrics['protocol']['reference_split'])}</code>. {extraction}</p>"
         )
         image_section = f"""<p class="note">FID is biased upward at small N and depends on the protocol (features,
@@ -191,9 +250,10 @@ to that N.</p>
 <style>
 body{{font-family:system-ui,sans-serif;margin:2em;max-width:1400px}} table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} th{{background:#eee}} img{{max-width:100%}}
-.note{{color:#555;max-width:60em}} .missing{{background:#fff4d6;padding:.6em;max-width:60em}}
+.note{{color:#555;max-width:60em}} .verdict{{background:#eef5ff;padding:.6em;max-width:60em}} .missing{{background:#fff4d6;padding:.6em;max-width:60em}}
 </style></head><body>
 <h1>Evaluation of {html.escape(str(dataset))}</h1>
+{verdict(metrics)}
 {intro}
 <h2>Protocol</h2><ul>{protocol}</ul>
 {image_section}

@@ -28,6 +28,7 @@ from busforge.evaluate.features import (
 )
 from busforge.evaluate.fid import KID_SUBSET_SIZE, KID_SUBSETS, scope_metrics
 from busforge.evaluate.shape_fidelity import ShapeSamples, mask_shape, shape_fidelity
+from busforge.imagefiles import png_size
 
 # A render plan's stratum; recipes may weight several domains, so domain is part of it.
 STRATUM = ("domain", "pathology", "size_bin", "echogenicity", "boundary")
@@ -47,6 +48,7 @@ class ImageSet:
     pathology: list[str] = field(default_factory=list)
     shapes: ShapeSamples = field(default_factory=ShapeSamples)
     strata: Counter = field(default_factory=Counter)  # keyed by the values of STRATUM
+    sides: list[int] = field(default_factory=list)  # each image's shorter side in pixels (from its mask)
 
     def matrix(self, num_features: int) -> np.ndarray:
         return np.concatenate(self.features) if self.features else np.zeros((0, num_features), np.float32)
@@ -107,10 +109,30 @@ def collect(
             pathology = pathology_name(row["pathology"])
             out.pathology.append(pathology)
             out.strata[tuple(pathology if k == "pathology" else row[k] for k in STRATUM)] += 1
+            if (size := png_size(row["mask"]["bytes"])) is not None:
+                out.sides.append(min(size))
             if with_shapes:
                 out.shapes.add(pathology, mask_shape(row["mask"]["bytes"]))
         progress.update(len(rows))
     return out
+
+
+RESOLUTION_TOLERANCE = 1.5  # median shorter sides further apart than this factor get a warning
+
+
+def resolution_warning(generated: ImageSet, reference: ImageSet, input_size: int) -> str | None:
+    """A warning when the generated images are of another resolution than the reference's."""
+    if not generated.sides or not reference.sides:
+        return None
+    gen, ref = float(np.median(generated.sides)), float(np.median(reference.sides))
+    if max(gen, ref) <= RESOLUTION_TOLERANCE * min(gen, ref):
+        return None
+    suggested = max(64, int(round(ref / 8)) * 8)
+    return (
+        f"generated images are {gen:.0f} px, the reference's about {ref:.0f} px (median shorter side): both "
+        f"are resized to {input_size} px for the features, so FID/KID also measure the resolution difference; "
+        f"render with image_size {suggested} or compare with a reference of the generated resolution"
+    )
 
 
 def balance(manifest: dict[str, Any], realised: Counter) -> dict[str, Any]:
@@ -234,6 +256,7 @@ def evaluate(
         raise BadInput(f"{dataset}: fewer than 2 synthetic rows; nothing to evaluate")
     if reference is not None and len(ref_set.pathology) < 2:
         raise BadInput(f"{reference}: split {split!r} has fewer than 2 rows; choose another --split")
+    warnings = []
     if reference is None:
         protocol: dict[str, Any] = {
             "features": None,
@@ -254,6 +277,8 @@ def evaluate(
             "kid": f"torchmetrics poly_mmd (degree 3), {KID_SUBSETS} subsets of up to {KID_SUBSET_SIZE}, seed {seed}",
             "dataset_fingerprint": manifest.get("fingerprint", ""),
         }
+        if (warning := resolution_warning(generated, ref_set, extractor.input_size)) is not None:
+            warnings.append(warning)
         image = image_metrics(generated, ref_set, pool, extractor.num_features, seed)
         shape = shape_fidelity(generated.shapes, ref_set.shapes)
     metrics = {
@@ -261,6 +286,7 @@ def evaluate(
         "image": image,
         "shape": shape,
         "balance": balance(manifest, generated.strata),
+        "warnings": warnings,
     }
     details = {
         "generated": generated,
