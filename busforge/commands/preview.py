@@ -14,7 +14,7 @@ def preview(
     per_stratum: Annotated[int, typer.Option(min=1, max=16, help="Samples per stratum.")] = 4,
     split: Annotated[str, typer.Option(help="Split to show.")] = "train",
 ) -> None:
-    """Write a contact sheet of DATASET: one row per pathology x echogenicity x boundary."""
+    """Write a contact sheet of DATASET: one row per pathology x echogenicity x boundary (x domain when several)."""
     from busforge.dataset.manifest import read_manifest
     from busforge.evaluate.preview import contact_sheet
 

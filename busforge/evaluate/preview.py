@@ -45,24 +45,38 @@ def tile(image_png: bytes, mask_png: bytes, caption: str) -> Image.Image:
 
 
 def contact_sheet(dataset: Path, out: Path, per_stratum: int = 4, split: str = "train") -> int:
-    """Write a PNG with up to `per_stratum` samples per (pathology, echogenicity, boundary). Returns rows."""
-    groups: dict[tuple, list[Image.Image]] = defaultdict(list)
+    """Write a PNG with up to `per_stratum` samples per (domain, pathology, echogenicity, boundary).
+
+    Captions name the domain when the split holds several (a two-domain render's rows look alike
+    otherwise). Returns the number of rows (strata) on the sheet.
+    """
+    groups: dict[tuple, list[dict]] = defaultdict(list)
     for path in sorted((dataset / "data").glob(f"{split}-*.parquet")):
         table = pq.read_table(
-            path, columns=["image", "mask", "pathology", "echogenicity", "boundary", "size_bin"]
+            path, columns=["image", "mask", "pathology", "echogenicity", "boundary", "size_bin", "domain"]
         )
         for row in table.to_pylist():
-            key = (pathology_name(row["pathology"]), row["echogenicity"] or "", row["boundary"] or "")
+            key = (
+                row["domain"] or "",
+                pathology_name(row["pathology"]),
+                row["echogenicity"] or "",
+                row["boundary"] or "",
+            )
             if len(groups[key]) < per_stratum:
-                caption = f"{key[0]}, {row['size_bin'] or ''}; {key[1]} echo; {key[2]} boundary"
-                groups[key].append(tile(row["image"]["bytes"], row["mask"]["bytes"], caption))
+                groups[key].append(row)
     if not groups:
         raise ValueError(f"{dataset}: no {split} rows to preview")
+    several_domains = len({key[0] for key in groups}) > 1
     keys = sorted(groups)
     sheet = Image.new("RGB", (per_stratum * TILE, len(keys) * (TILE + CAPTION)), "black")
     for r, key in enumerate(keys):
-        for c, im in enumerate(groups[key]):
-            sheet.paste(im, (c * TILE, r * (TILE + CAPTION)))
+        domain, pathology, echo, boundary = key
+        for c, row in enumerate(groups[key]):
+            where = f"{domain}: " if several_domains else ""
+            caption = f"{where}{pathology}, {row['size_bin'] or ''}; {echo} echo; {boundary} boundary"
+            sheet.paste(
+                tile(row["image"]["bytes"], row["mask"]["bytes"], caption), (c * TILE, r * (TILE + CAPTION))
+            )
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     return len(keys)
