@@ -325,6 +325,25 @@ def test_cli_push_exit_codes_and_the_token_never_shows(
     refused = runner.invoke(app, ["push", str(dataset), "--repo-id", "user/other"])
     assert refused.exit_code == 1
     assert "401" in refused.output and TOKEN not in refused.output
+    assert "check your token (`hf auth login`, or HF_TOKEN)" in refused.output
+
+
+def test_cli_push_without_network_says_what_to_check(monkeypatch: pytest.MonkeyPatch, dataset: Path) -> None:
+    httpx = importlib.import_module(HfHubHTTPError.__mro__[1].__module__.split(".")[0])
+
+    class Unreachable(FakeHub):
+        def create_repo(self, *args: Any, **kwargs: Any) -> Any:
+            raise httpx.ConnectError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(release, "hub_client", lambda endpoint=None: Unreachable())
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    result = CliRunner().invoke(app, ["push", str(dataset), "--repo-id", "user/demo"])
+    assert result.exit_code == 1
+    assert (
+        "error: could not reach the Hub (ConnectError: [Errno -3] Temporary failure in name resolution)"
+        in (result.output)
+    )
+    assert "check the network connection, the endpoint (" in result.output and "HTTPS_PROXY" in result.output
 
 
 def test_cli_push_of_a_changed_release_exits_2(

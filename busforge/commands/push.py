@@ -41,7 +41,19 @@ def push(
         raise typer.Exit(1) from None
     except HfHubHTTPError as err:
         # Never echo the token, whatever the server or client put in the message.
-        typer.echo(f"error: the Hub refused the push: {release.scrub(str(err), token)}", err=True)
+        message = release.scrub(" ".join(str(err).split()), token)
+        typer.echo(
+            f"error: the Hub refused the push: {message}; {release.failure_hint(err, repo_id)}", err=True
+        )
+        raise typer.Exit(1) from None
+    except Exception as err:
+        if not release.network_failure(err):
+            raise
+        message = release.scrub(" ".join(str(err).split()), token)
+        typer.echo(
+            f"error: could not reach the Hub ({type(err).__name__}: {message}); {release.failure_hint(err, repo_id)}",
+            err=True,
+        )
         raise typer.Exit(1) from None
     if outcome.up_to_date:
         typer.echo(f"{repo_id}@{outcome.tag}: already released with this content; nothing to do")

@@ -54,6 +54,43 @@ def _transient(err: BaseException) -> bool:
     return isinstance(err, OSError | TimeoutError) or bool(names & {"TransportError", "TimeoutException"})
 
 
+# Network failures by class name: huggingface_hub's HTTP client (httpx or its fork) and requests.
+NETWORK_ERRORS = {
+    "TransportError",
+    "TimeoutException",
+    "ConnectionError",
+    "Timeout",
+    "ProxyError",
+    "SSLError",
+}
+HTTP_HINTS = {
+    401: "check your token (`hf auth login`, or HF_TOKEN)",
+    403: "check that your token may write to {repo_id} (a write token; the organisation's settings)",
+    404: "check --repo-id {repo_id} and HF_ENDPOINT",
+}
+
+
+def network_failure(err: BaseException) -> bool:
+    """The Hub could not be reached or the connection dropped (not a refusal, not a local file error)."""
+    import socket
+
+    names = {cls.__name__ for cls in type(err).__mro__}
+    return isinstance(err, ConnectionError | TimeoutError | socket.gaierror) or bool(names & NETWORK_ERRORS)
+
+
+def failure_hint(err: BaseException, repo_id: str) -> str:
+    """What to check after a failed push: the token, the repository, or the network."""
+    from huggingface_hub import constants
+
+    status = getattr(getattr(err, "response", None), "status_code", None)
+    if status in HTTP_HINTS:
+        return HTTP_HINTS[status].format(repo_id=repo_id)
+    return (
+        f"check the network connection, the endpoint ({constants.ENDPOINT}; HF_ENDPOINT) and any proxy "
+        "(HTTPS_PROXY), then run the same push again: shards already uploaded are not sent again"
+    )
+
+
 def upload_shards(api: Any, repo_id: str, branch: str, operations: list[Any]) -> None:
     """Upload each shard's content on its own, retrying network failures for that shard only."""
     from huggingface_hub import CommitOperationAdd
