@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -60,10 +61,9 @@ def lora_run(dataset: Path, model: Path, out: Path, **kw) -> LoraRun:
         dataset=dataset,
         out=out,
         domain="busi",
-        controlnet=str(model / "controlnet"),
         base=str(model / "base"),
         rank=2,
-        **{**SMALL, **kw},
+        **{"controlnet": str(model / "controlnet"), **SMALL, **kw},
     )
 
 
@@ -132,7 +132,10 @@ def test_controlnet_resume_gives_the_same_weights(real_like_dataset, tiny_model,
     assert [p.name for p in (whole / "checkpoints").iterdir()] == ["checkpoint-4"]  # bounded count
     assert len(outcome.result.history) == 4 and all(np.isfinite(h["loss"]) for h in outcome.result.history)
     card = (whole / "README.md").read_text()
-    assert "ControlNet + VAE encoder" in card and "![validation renders](validation.png)" in card
+    assert "VAE encoder frozen (KL weight 0: the KL term is logged, not trained)" in card
+    assert "![validation renders](validation.png)" in card
+    assert all(h["kl"] > 0 for h in outcome.result.history)  # logged although not trained
+    assert not (whole / "vae").exists()  # nothing of the VAE trained, nothing exported
     assert (whole / "loss.png").is_file() and (whole / "validation.png").is_file()
     # The loss curve as `dvc plots show` reads it: a header, then one row per optimizer step.
     loss_csv = (whole / "loss.csv").read_text().splitlines()
@@ -233,6 +236,34 @@ def test_full_fine_tune_exports_the_unet_and_steers_the_renderer(real_like_datas
     unsteered = render_with(tiny_model, {"controlnet": str(out), "controlnet_scale": 0.0})
     assert not np.array_equal(steered[0], unsteered[0])
 
+    # The renderer picks up OUT/unet: the same ControlNet without it (the base UNet) renders otherwise.
+    alone = tmp_path / "cn-alone"
+    shutil.copytree(out, alone, ignore=shutil.ignore_patterns("unet", "checkpoints"))
+    with_base_unet = render_with(tiny_model, {"controlnet": str(alone), "controlnet_scale": 1.0})
+    assert not np.array_equal(steered[0], with_base_unet[0])
+    identity = renderer_identity(tiny_model, {"controlnet": str(out)})
+    assert "unet" in identity and "unet" not in renderer_identity(tiny_model, {"controlnet": str(alone)})
+
+    # A LoRA on that ControlNet adapts the fine-tuned UNet (the one it renders with), not the base's.
+    lora_out = tmp_path / "lora"
+    lora = train_lora(
+        lora_run(
+            real_like_dataset, tiny_model, lora_out, controlnet=str(out), max_steps=1, checkpoint_every=1
+        )
+    )
+    frozen = {
+        k.replace(".base_layer", ""): v for k, v in lora.model.unet.state_dict().items() if "lora_" not in k
+    }
+    assert frozen.keys() == tuned.keys() and all(torch.equal(frozen[k], tuned[k]) for k in tuned)
+    assert "adapts the unet trained with the ControlNet" in (lora_out / "README.md").read_text()
+
+
+def renderer_identity(model: Path, options: dict) -> dict:
+    from busforge.renderers.base import make_renderer
+
+    defaults = {"lora": {"busi": None}, "base": str(model / "base"), "device": "cpu"}
+    return make_renderer("diffusion", {**defaults, **options}, SIZE).identity()
+
 
 def render_with(model: Path, options: dict) -> list[np.ndarray]:
     """Two samples of one domain through the diffusion renderer, on CPU."""
@@ -269,3 +300,44 @@ def test_lora_runs_with_the_same_seed_give_the_same_adapter(real_like_dataset, t
         outs.append(tensors(out / LORA_FILE))
     assert outs[0].keys() == outs[1].keys()
     assert all(torch.equal(outs[0][k], outs[1][k]) for k in outs[0])
+
+
+def latent_stats(vae, pixels: torch.Tensor) -> tuple[float, float, float]:
+    """Mean and std of the raw posterior means (before the scaling factor) and the mean KL."""
+    from busforge.train.objective import posterior_kl
+
+    with torch.no_grad():
+        posterior = vae.encode(pixels).latent_dist
+    return float(posterior.mean.mean()), float(posterior.mean.std()), float(posterior_kl(posterior))
+
+
+def test_kl_alpha_trains_the_encoder_exports_it_and_moves_its_latents(
+    real_like_dataset, tiny_model, tmp_path
+):
+    """With alpha > 0 the encoder trains toward N(0, I): latents of validation images move (and the
+    decoder, which rendering uses, does not), so the run exports its VAE and the renderer takes it."""
+    from diffusers import AutoencoderKL
+
+    from busforge.train.data import TrainingSet, collate, read_examples
+
+    out = tmp_path / "kl"
+    train_controlnet(
+        controlnet_run(real_like_dataset, tiny_model, out, max_steps=3, checkpoint_every=3, kl_alpha=1.0)
+    )
+    assert "VAE encoder (in vae/), KL weight 1" in (out / "README.md").read_text()
+    base = AutoencoderKL.from_pretrained(tiny_model / "base", subfolder="vae").eval()
+    trained = AutoencoderKL.from_pretrained(out / "vae").eval()
+    decoders = [m.decoder.state_dict() for m in (base, trained)]
+    assert all(torch.equal(v, decoders[1][k]) for k, v in decoders[0].items())
+
+    examples = read_examples(real_like_dataset, "validation", DEFAULT_PROMPT)
+    pixels = collate([TrainingSet(examples, SIZE)[i] for i in range(len(examples))])["pixel_values"]
+    (base_mean, base_std, base_kl), (mean, std, kl) = (
+        latent_stats(base, pixels),
+        latent_stats(trained, pixels),
+    )
+    assert kl < 0.9 * base_kl, (base_kl, kl)  # pulled toward N(0, I) on images it never trained on
+    assert abs(mean - base_mean) + abs(std - base_std) > 1e-3, (base_mean, base_std, mean, std)
+
+    identity = renderer_identity(tiny_model, {"controlnet": str(out)})
+    assert "vae" in identity and "unet" not in identity

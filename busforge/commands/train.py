@@ -148,8 +148,12 @@ def controlnet(
         bool, typer.Option(help="Also fine-tune the UNet (the paper's full fine-tune).")
     ] = False,
     kl_alpha: Annotated[
-        float, typer.Option(help="Weight of the VAE KL term; > 0 also trains the VAE encoder, 0 freezes it.")
-    ] = 0.001,
+        float,
+        typer.Option(
+            help="Weight of the VAE KL term; 0 (default) freezes the encoder and only logs the KL, "
+            "> 0 also trains the encoder and exports it to OUT/vae."
+        ),
+    ] = 0.0,
     *,
     shared: dict[str, Any],
 ) -> None:

@@ -17,6 +17,7 @@ sample's domain picks its LoRA adapter. Choices that keep datasets reproducible 
 - Loading: safetensors only, no safety checker (medical images are not what it was built for; the
   card says so), no remote code. A model that is neither a local folder nor in the Hugging Face
   cache under `HF_HUB_OFFLINE=1` is a `BadInput` raised by the constructor, before rendering starts.
+  A UNet or VAE trained with the ControlNet (`unet/`, `vae/` beside it) replaces the base model's.
 - Faults: CUDA out-of-memory halves the sub-batch and retries it; finished sub-batches are kept and
   the smaller size is remembered for the rest of the run.
 """
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from busforge.errors import BadInput
+from busforge.models.companions import COMPANIONS, companion_folders, load_companion
 from busforge.models.weights import ModelSource, resolve_model
 from busforge.renderers.base import BaseRenderer
 from busforge.renderers.diffusion_options import CPU_BATCH_SIZE, SCHEDULERS, DiffusionOptions, parse_options
@@ -123,6 +125,11 @@ class DiffusionRenderer(BaseRenderer):
                 if ref is not None
             ),
         ]
+        # A UNet or VAE trained with the ControlNet, saved beside it (busforge.models.companions).
+        wanted += [
+            (name, str(folder), f"renderer.controlnet ({name}/)", "config.json")
+            for name, folder in companion_folders(self.options.controlnet).items()
+        ]
         found = {}
         for name, ref, key, need in wanted:
             try:
@@ -164,6 +171,8 @@ class DiffusionRenderer(BaseRenderer):
                 "base": sources["base"].identity,
                 "controlnet": sources["controlnet"].identity,
                 "lora": {domain: self._lora_identity(domain) for domain in sorted(opts.lora)},
+                # only when the ControlNet brought its own: base-model identities stay as they were
+                **{name: sources[name].identity for name in COMPANIONS if name in sources},
                 "scheduler": opts.scheduler,
                 "steps": opts.steps,
                 "guidance_scale": opts.guidance_scale,
@@ -218,10 +227,16 @@ class DiffusionRenderer(BaseRenderer):
         controlnet = ControlNetModel.from_pretrained(
             control.pretrained, revision=control.revision, dtype=dtype, use_safetensors=True
         )
+        companions = {
+            name: load_companion(name, sources[name].pretrained, dtype=dtype)
+            for name in COMPANIONS
+            if name in sources
+        }
         pipe = StableDiffusionControlNetPipeline.from_pretrained(
             base.pretrained,
             revision=base.revision,
             controlnet=controlnet,
+            **companions,
             safety_checker=None,
             feature_extractor=None,
             requires_safety_checker=False,

@@ -60,6 +60,20 @@ def load_base(base: str) -> BaseModel:
     )
 
 
+def use_companions(base: BaseModel, controlnet: str) -> list[str]:
+    """Put the UNet / VAE trained with `controlnet` (saved beside it) in place of the base's.
+
+    Returns the names replaced, for the card: a LoRA on a fully fine-tuned ControlNet run adapts that
+    run's UNet, the one the renderer uses with this ControlNet, not the base UNet.
+    """
+    from busforge.models.companions import companion_folders, load_companion
+
+    found = companion_folders(controlnet)
+    for name, folder in found.items():
+        setattr(base, name, _load("--controlnet", str(folder), lambda f=folder, n=name: load_companion(n, f)))
+    return sorted(found)
+
+
 def load_controlnet(source: str) -> Any:
     from diffusers import ControlNetModel
 

@@ -3,8 +3,9 @@
 Stable Diffusion 1.5 with a ControlNet (`ControlNetModel.from_unet`, or an existing one to continue
 from) that takes the lesion mask; the frozen text encoder embeds the clinical prompt. Trains the
 ControlNet (default) or ControlNet + UNet ("fully fine-tune"); with kl_alpha > 0 the VAE encoder
-too (see busforge.train.objective). Writes a diffusers ControlNet folder (safetensors) at OUT,
-the fine-tuned UNet at OUT/unet when it trained, and a model card.
+too (default 0, see busforge.train.objective). Writes a diffusers ControlNet folder (safetensors) at
+OUT, the fine-tuned UNet at OUT/unet and the VAE with its trained encoder at OUT/vae when they
+trained (the renderer and `train lora` use them with this ControlNet), and a model card.
 """
 
 from __future__ import annotations
@@ -20,13 +21,13 @@ from busforge.train.run import TrainingRun, check_resolution
 class ControlNetRun(TrainingRun):
     controlnet: str | None = None  # continue from this ControlNet instead of copying the UNet
     train_unet: bool = False
-    kl_alpha: float = 0.001
+    kl_alpha: float = 0.0  # safe default: encoder frozen, KL logged (busforge.train.objective)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 def train_controlnet(run: ControlNetRun) -> TrainOutcome:
     """Train, export and document; returns the output folder."""
-    from busforge.train.components import load_base, load_controlnet, place, weight_dtype
+    from busforge.train.components import load_base, load_controlnet, place, use_companions, weight_dtype
     from busforge.train.run import Session
 
     check_run(run)
@@ -38,6 +39,7 @@ def train_controlnet(run: ControlNetRun) -> TrainOutcome:
     base = load_base(run.base)
     if run.controlnet:
         controlnet = load_controlnet(run.controlnet)
+        use_companions(base, run.controlnet)  # continue with the UNet / VAE it was trained with
     else:
         controlnet = controlnet_from_unet(base.unet, base.vae, run.seed)
     frozen_dtype = weight_dtype(accelerator)
@@ -73,10 +75,14 @@ def train_controlnet(run: ControlNetRun) -> TrainOutcome:
         trained.controlnet.save_pretrained(run.out, safe_serialization=True)
         if run.train_unet:
             trained.unet.save_pretrained(run.out / "unet", safe_serialization=True)
+        if run.kl_alpha > 0:  # the base decoder with the trained encoder
+            trained.vae.save_pretrained(run.out / "vae", safe_serialization=True)
         trained.eval()
-        trains = "ControlNet + UNet" if run.train_unet else "ControlNet"
-        if run.kl_alpha > 0:
-            trains += " + VAE encoder"
+        trains = ("ControlNet + UNet (in unet/)" if run.train_unet else "ControlNet") + (
+            f" + VAE encoder (in vae/), KL weight {run.kl_alpha:g}"
+            if run.kl_alpha > 0
+            else "; VAE encoder frozen (KL weight 0: the KL term is logged, not trained)"
+        )
         session.write_card(
             loop,
             result,

@@ -4,7 +4,8 @@ Everything is frozen (UNet, ControlNet, VAE, text encoder); peft LoRA layers of 
 the UNet's attention projections (`to_q`, `to_k`, `to_v`, `to_out.0`) and train on the target
 domain's real rows with the base ControlNet in place. The adapter is saved as
 `OUT/pytorch_lora_weights.safetensors` in diffusers format (`pipe.load_lora_weights(OUT)`), which
-the diffusion renderer loads as `lora: {NAME: OUT}`.
+the diffusion renderer loads as `lora: {NAME: OUT}`. When the ControlNet folder holds the UNet (and
+VAE) trained with it (`train controlnet --train-unet`), the adapter trains on those, as they render.
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ def check_rank(rank: int) -> None:
 def train_lora(run: LoraRun) -> TrainOutcome:
     """Train the domain's adapter, save it in diffusers format with a model card; returns OUT."""
     from busforge.train.arch import lora_config
-    from busforge.train.components import load_base, load_controlnet, place, weight_dtype
+    from busforge.train.components import load_base, load_controlnet, place, use_companions, weight_dtype
     from busforge.train.run import Session, check_resolution
 
     check_rank(run.rank)
@@ -66,6 +67,7 @@ def train_lora(run: LoraRun) -> TrainOutcome:
 
     base = load_base(run.base)
     controlnet = load_controlnet(run.controlnet)
+    companions = use_companions(base, run.controlnet)
     device, frozen_dtype = accelerator.device, weight_dtype(accelerator)
     for module in (base.unet, base.vae, base.text_encoder, controlnet):
         module.requires_grad_(False)
@@ -79,7 +81,13 @@ def train_lora(run: LoraRun) -> TrainOutcome:
     if run.gradient_checkpointing:
         base.unet.enable_gradient_checkpointing()
 
-    identity = {"trainer": "lora", "domain": run.domain, "controlnet": run.controlnet, "rank": run.rank}
+    identity = {
+        "trainer": "lora",
+        "domain": run.domain,
+        "controlnet": run.controlnet,
+        "rank": run.rank,
+        "companions": companions,
+    }
     loop, result = session.fit(base, controlnet, 0.0, identity)
 
     accelerator.wait_for_everyone()
@@ -97,7 +105,14 @@ def train_lora(run: LoraRun) -> TrainOutcome:
             controlnet,
             title=f"busforge LoRA adapter for domain {run.domain!r}",
             kind="lora",
-            trains=f"UNet LoRA r={run.rank} on {', '.join(lora_targets())} ({loop.params_count:,} parameters)",
+            trains=(
+                f"UNet LoRA r={run.rank} on {', '.join(lora_targets())} ({loop.params_count:,} parameters)"
+                + (
+                    f"; adapts the {' and '.join(companions)} trained with the ControlNet"
+                    if companions
+                    else ""
+                )
+            ),
             usage=(
                 "renderer:\n  backend: diffusion\n"
                 f"  base: {run.base}\n  controlnet: {run.controlnet}\n  lora:\n    {run.domain}: {run.out}\n"
