@@ -176,6 +176,17 @@ def test_evaluate_against_a_real_import_uses_its_other_splits_as_floor(
     assert metrics["protocol"]["reference_split"] == "test"
     assert metrics["image"]["overall"]["floor_method"] == "other real splits vs reference"
     assert "benign" in metrics["shape"]
+    # Attribute adherence with the reference's own thresholds, measures beside the reference's.
+    assert "adherence echogenicity" in result.output
+    attributes = metrics["attributes"]
+    manifest = json.loads((real / "busforge.json").read_text())
+    assert attributes["thresholds"] == manifest["real"]["attribute_thresholds"]
+    assert attributes["echogenicity"]["n"] == attributes["boundary"]["n"] == 24
+    sides = attributes["measures"]["boundary_contrast"]
+    assert any(s["reference"] is not None for s in sides.values())
+    assert any(s["generated"] is not None for s in sides.values())
+    page = (out / "report.html").read_text()
+    assert "Attribute adherence" in page and "Measured values per label" in page
 
 
 def test_evaluate_bad_inputs_exit_2_with_one_line(tmp_path: Path, datasets: tuple[Path, Path]) -> None:

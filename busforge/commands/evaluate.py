@@ -93,6 +93,9 @@ def evaluate(
     for warning in metrics["warnings"]:
         typer.echo(f"warning: {warning}", err=True)
     balance = f"balance max |planned - realised| {metrics['balance']['max_abs_diff']}"
+    shares = {a: metrics["attributes"][a]["adherence"] for a in ("echogenicity", "boundary")}
+    if all(v is not None for v in shares.values()):
+        balance += ", adherence " + ", ".join(f"{a} {100 * v:.0f}%" for a, v in shares.items())
     if metrics["image"] is None:
         typer.echo(
             f"{dataset}: no reference; {len(details['generated'].pathology)} synthetic rows, {balance}"

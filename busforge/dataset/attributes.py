@@ -60,17 +60,44 @@ class Thresholds(_PerMeasure):
     """Per-dataset thresholds, one per measure (`classify`, `choose_thresholds`)."""
 
 
-def measure(image: np.ndarray, mask: np.ndarray) -> Measures | None:
-    """The three measures of a grey image's lesion, or None when the mask is empty."""
+@dataclass(frozen=True)
+class LesionGeometry:
+    """What the measures take from the mask alone (the lesion's neighbourhood window and its bands).
+
+    Computed once per mask, so that a caller measuring the same lesion several times (the
+    procedural renderer while it puts a lesion on its labels' side) pays for the distance
+    transforms once.
+    """
+
+    window: tuple[slice, slice]  # the lesion's neighbourhood in the image
+    ring: int  # ring width, px
+    lesion: np.ndarray  # the mask inside the window
+    depth_in: np.ndarray  # distance to the outside, px (0 outside the lesion)
+    depth_out: np.ndarray  # distance to the lesion, px (0 inside it)
+    interior: np.ndarray  # the lesion eroded by the ring width (the echo measure's pixels)
+    inner: np.ndarray  # band one to two ring widths inside the edge
+    outer: np.ndarray  # band one to two ring widths outside the edge
+    contour: np.ndarray  # the pixels on both sides of the edge
+
+
+@dataclass(frozen=True)
+class MeasureParts:
+    """A lesion's measures with the levels they are made of, in dynamic-range units."""
+
+    measures: Measures
+    scale: float  # the image's dynamic range (99th - 1st percentile), grey levels
+    inner_level: float  # mean of the inner band
+    outer_level: float | None  # mean of the outer band (None when the window has none)
+    edge_gradient: float  # mean smoothed gradient magnitude on the contour
+
+
+def lesion_geometry(mask: np.ndarray) -> LesionGeometry | None:
+    """The lesion's window and bands (module docstring), or None when the mask is empty."""
     mask = np.asarray(mask, dtype=bool)
     area = int(mask.sum())
     if area == 0:
         return None
-    pixels = np.asarray(image)
-    lo, hi = np.percentile(pixels, [1, 99])
-    scale = float(hi - lo) if hi > lo else 1.0
     ring = max(MIN_RING, round(RING_FRACTION * np.sqrt(area / np.pi)))
-
     # Work on the lesion's neighbourhood only: the cost does not grow with the image.
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     margin = 2 * ring + 4
@@ -78,26 +105,47 @@ def measure(image: np.ndarray, mask: np.ndarray) -> Measures | None:
         slice(max(rows[0] - margin, 0), rows[-1] + margin + 1),
         slice(max(cols[0] - margin, 0), cols[-1] + margin + 1),
     )
-    raw = pixels[window].astype(np.float32) / scale
     lesion = mask[window]
-    smooth = ndimage.gaussian_filter(raw, SMOOTH_SIGMA)
     depth_in = ndimage.distance_transform_edt(lesion)
     depth_out = ndimage.distance_transform_edt(~lesion)
-
     interior = depth_in > ring
     interior = interior if interior.sum() >= 16 else lesion
-    echo = float(smooth[interior].std())
-
     # Tissue levels a ring away from the edge on both sides, so a blurred margin does not lower them.
     inner = (depth_in > ring) & (depth_in <= 2 * ring)
     inner = inner if inner.any() else lesion
     outer = (depth_out > ring) & (depth_out <= 2 * ring)
-    contrast = float(abs(raw[outer].mean() - raw[inner].mean())) if outer.any() else 0.0
+    contour = (depth_in == 1) | (depth_out == 1)
+    return LesionGeometry(window, ring, lesion, depth_in, depth_out, interior, inner, outer, contour)
 
+
+def dynamic_range(image: np.ndarray) -> float:
+    """The image's 99th minus 1st percentile (1.0 for a flat image): the measures' unit."""
+    lo, hi = np.percentile(np.asarray(image), [1, 99])
+    return float(hi - lo) if hi > lo else 1.0
+
+
+def measure_parts(image: np.ndarray, geometry: LesionGeometry, scale: float | None = None) -> MeasureParts:
+    """The measures of IMAGE's lesion described by GEOMETRY, with their levels.
+
+    SCALE: the image's `dynamic_range` when the caller already knows it.
+    """
+    scale = dynamic_range(image) if scale is None else scale
+    raw = np.asarray(image)[geometry.window].astype(np.float32) / scale
+    smooth = ndimage.gaussian_filter(raw, SMOOTH_SIGMA)
+    echo = float(smooth[geometry.interior].std())
+    inner = float(raw[geometry.inner].mean())
+    outer = float(raw[geometry.outer].mean()) if geometry.outer.any() else None
+    contrast = float(abs(outer - inner)) if outer is not None else 0.0
     gradient = np.hypot(ndimage.sobel(smooth, axis=0), ndimage.sobel(smooth, axis=1)) / 8.0
-    contour = (depth_in == 1) | (depth_out == 1)  # the pixels on both sides of the edge
-    sharpness = float(gradient[contour].mean()) / max(contrast, MIN_CONTRAST)
-    return Measures(echo, contrast, sharpness)
+    edge = float(gradient[geometry.contour].mean())
+    sharpness = edge / max(contrast, MIN_CONTRAST)
+    return MeasureParts(Measures(echo, contrast, sharpness), scale, inner, outer, edge)
+
+
+def measure(image: np.ndarray, mask: np.ndarray) -> Measures | None:
+    """The three measures of a grey image's lesion, or None when the mask is empty."""
+    geometry = lesion_geometry(mask)
+    return None if geometry is None else measure_parts(image, geometry).measures
 
 
 def classify(measures: Measures, thresholds: Thresholds) -> tuple[str, str]:

@@ -194,6 +194,38 @@ def shape_section(shape: dict[str, Any], has_reference: bool) -> str:
     )
 
 
+def attribute_section(attributes: dict[str, Any]) -> str:
+    """Adherence per attribute (measured = label), and the measured values per label beside the reference's."""
+    from busforge.evaluate.adherence import ATTRIBUTES
+
+    rows = []
+    for attribute in ATTRIBUTES:
+        a = attributes[attribute]
+        confusion = "; ".join(
+            f"{label}: " + ", ".join(f"{n} read {read}" for read, n in sorted(row.items()))
+            for label, row in a["confusion"].items()
+        )
+        share = None if a["adherence"] is None else f"{100 * a['adherence']:.1f} %"
+        rows.append([attribute, share, a["n"], confusion])
+    thresholds = ", ".join(f"{k} {v:.4f}" for k, v in attributes["thresholds"].items())
+
+    def quartiles(q: dict[str, float] | None) -> str:
+        return "–" if q is None else f"{q['q1']:.3f} / {q['median']:.3f} / {q['q3']:.3f} (n={q['n']})"
+
+    measure_rows = [
+        [name, label, quartiles(sides["generated"]), quartiles(sides["reference"])]
+        for name, labels in attributes["measures"].items()
+        for label, sides in labels.items()
+    ]
+    return f"""<h2>Attribute adherence (the image says what the prompt says)</h2>
+<p class="note">Each generated lesion is measured with the importer's own code (busforge.dataset.attributes)
+and classified with the thresholds of {html.escape(attributes["thresholds_from"])}: {html.escape(thresholds)}.
+Adherence is the share of rows whose measured attribute equals its label.</p>
+{_table(["attribute", "adherence", "N", "label: how they read"], rows)}
+<h3>Measured values per label (25 % / median / 75 %)</h3>
+{_table(["measure", "label", "generated", "reference"], measure_rows)}"""
+
+
 def write_report(
     out_dir: Path,
     metrics: dict[str, Any],
@@ -258,6 +290,7 @@ td,th{{border:1px solid #ccc;padding:3px 8px;text-align:right}} th{{background:#
 <h2>Protocol</h2><ul>{protocol}</ul>
 {image_section}
 {shape_section(metrics["shape"], reference is not None)}
+{attribute_section(metrics["attributes"])}
 {hist}
 <h2>Attribute balance (planned vs realised generated rows)</h2>
 {_table([balance.get("key", "stratum"), "planned", "realised", "difference"], balance_rows)}

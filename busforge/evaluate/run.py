@@ -1,8 +1,9 @@
 """`busforge evaluate`: stream two datasets, extract (cached) features and mask statistics, compute metrics.
 
-Rows are read from parquet one batch at a time; only features (a few KB per image) and mask
-statistics are kept in memory. Without a reference only the generated masks and the attribute
-balance are evaluated, and no image is decoded or passed through a network.
+Rows are read from parquet one batch at a time; only features (a few KB per image), mask
+statistics and lesion attribute measures are kept in memory. Without a reference the generated
+masks, attribute adherence and the attribute balance are evaluated, and no image is passed through
+a network (images are decoded only to measure their lesions' attributes).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import pyarrow.parquet as pq
 from busforge.dataset.features import PATHOLOGY_NAMES, SOURCE_NAMES, pathology_name
 from busforge.dataset.manifest import MANIFEST, read_manifest
 from busforge.errors import BadInput
+from busforge.evaluate.adherence import AttributeSamples, adherence, resolve_thresholds
 from busforge.evaluate.features import (
     RESIZE_FILTER,
     ExtractionCounts,
@@ -42,11 +44,12 @@ NO_REFERENCE_HINT = (
 
 @dataclass
 class ImageSet:
-    """What evaluation keeps of a set of rows: features, pathology names, mask statistics."""
+    """What evaluation keeps of a set of rows: features, pathology names, mask statistics, attributes."""
 
     features: list[np.ndarray] = field(default_factory=list)
     pathology: list[str] = field(default_factory=list)
     shapes: ShapeSamples = field(default_factory=ShapeSamples)
+    attributes: AttributeSamples = field(default_factory=AttributeSamples)
     strata: Counter = field(default_factory=Counter)  # keyed by the values of STRATUM
     sides: list[int] = field(default_factory=list)  # each image's shorter side in pixels (from its mask)
 
@@ -94,9 +97,12 @@ def collect(
     *,
     synthetic_only: bool,
     with_shapes: bool,
+    with_attributes: bool = False,
 ) -> ImageSet:
-    """Features (only with an extractor), pathologies, strata and (optionally) mask statistics of FILES."""
-    columns = [*(["image"] if extractor is not None else []), "mask", "source", *STRATUM]
+    """Features (only with an extractor), pathologies, strata and (optionally) mask statistics and
+    lesion attribute measures of FILES."""
+    with_image = extractor is not None or with_attributes
+    columns = [*(["image"] if with_image else []), "mask", "source", *STRATUM]
     out = ImageSet()
     for rows in iter_rows(files, columns):
         if synthetic_only:
@@ -113,6 +119,8 @@ def collect(
                 out.sides.append(min(size))
             if with_shapes:
                 out.shapes.add(pathology, mask_shape(row["mask"]["bytes"]))
+            if with_attributes:
+                out.attributes.add(row["image"]["bytes"], row["mask"]["bytes"], row)
         progress.update(len(rows))
     return out
 
@@ -202,8 +210,9 @@ def evaluate(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluate the generated rows of DATASET against the `split` rows of REFERENCE.
 
-    Without a REFERENCE (and then no extractor is needed) only the generated masks' statistics and
-    the attribute balance are computed; `image` is None and `shape` holds summary statistics.
+    Without a REFERENCE (and then no extractor is needed) only the generated masks' statistics,
+    attribute adherence (BUSI's thresholds) and the attribute balance are computed; `image` is None
+    and `shape` holds summary statistics.
 
     Returns:
         (metrics, details): metrics for metrics.json; details (shape samples, extraction counts)
@@ -229,7 +238,14 @@ def evaluate(
     ref_set, pool = ImageSet(), ImageSet()
     try:
         generated = collect(
-            gen_files, extractor, cache, counts, progress, synthetic_only=True, with_shapes=True
+            gen_files,
+            extractor,
+            cache,
+            counts,
+            progress,
+            synthetic_only=True,
+            with_shapes=True,
+            with_attributes=True,
         )
         if reference is not None:
             ref_set = collect(
@@ -240,6 +256,7 @@ def evaluate(
                 progress,
                 synthetic_only=False,
                 with_shapes=True,
+                with_attributes=True,
             )
             pool = collect(
                 split_files(reference, other_splits),
@@ -281,10 +298,17 @@ def evaluate(
             warnings.append(warning)
         image = image_metrics(generated, ref_set, pool, extractor.num_features, seed)
         shape = shape_fidelity(generated.shapes, ref_set.shapes)
+    thresholds, thresholds_from = resolve_thresholds(ref_manifest if reference is not None else None)
     metrics = {
         "protocol": protocol,
         "image": image,
         "shape": shape,
+        "attributes": adherence(
+            generated.attributes,
+            ref_set.attributes if reference is not None else None,
+            thresholds,
+            thresholds_from,
+        ),
         "balance": balance(manifest, generated.strata),
         "warnings": warnings,
     }

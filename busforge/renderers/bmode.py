@@ -96,7 +96,7 @@ def depth_gain_db(
 
 
 def log_compress(
-    envelope: np.ndarray, gain_db: np.ndarray, dynamic_range_db: float, white_db: float
+    envelope: np.ndarray, gain_db: np.ndarray, dynamic_range_db: float, white_db: float, clip: bool = True
 ) -> np.ndarray:
     """Map an envelope to display grey levels in [0, 255] (float32) by log compression.
 
@@ -105,11 +105,13 @@ def log_compress(
         gain_db: gain added after detection (broadcastable to `envelope`).
         dynamic_range_db: span of decibels shown between black and white.
         white_db: level shown as white.
+        clip: clip to [0, 255]; without, levels below black keep their speckle for a later
+            grey-level map (an appearance profile) to bring into view.
     """
     level_db = 20.0 * np.log10(envelope + np.float32(1e-6))
     level_db += gain_db
     grey = (level_db - (white_db - dynamic_range_db)) * np.float32(255.0 / dynamic_range_db)
-    return np.clip(grey, 0.0, 255.0, out=grey)
+    return np.clip(grey, 0.0, 255.0, out=grey) if clip else grey
 
 
 def upsample_lateral(image: np.ndarray, width: int) -> np.ndarray:

@@ -24,7 +24,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
+from busforge.dataset.attributes import lesion_geometry
 from busforge.errors import BadInput
+from busforge.renderers.attribute_look import enforce_attributes
 from busforge.renderers.base import BaseRenderer, parse_renderer_options
 from busforge.renderers.bmode import (
     depth_gain_db,
@@ -33,7 +35,7 @@ from busforge.renderers.bmode import (
     speckle_envelope,
     upsample_lateral,
 )
-from busforge.renderers.profile import Profile, apply_profile, enforce_attributes, load_profile
+from busforge.renderers.profile import Profile, apply_profile, load_profile
 from busforge.vocab import BOUNDARIES, ECHOGENICITIES, PATHOLOGIES
 
 if TYPE_CHECKING:
@@ -301,32 +303,58 @@ def render_bmode(
     gain = depth_gain_db(height, attenuation_db, tgc_compensation, extra_attenuation)
     # Mean log-envelope of unit-reflectivity tissue is about 0.5 dB (Rayleigh).
     white_db = 0.5 + (1.0 - TISSUE_LEVEL) * dynamic_range_db
-    grey = log_compress(envelope, gain, dynamic_range_db, white_db)
+    grey = log_compress(envelope, gain, dynamic_range_db, white_db, clip=profile is None)
     if profile is not None:
         record = profile.draw(
             np.random.default_rng([seed, RENDERER_STREAM, PROFILE_STREAM]),
             pathology,
             echogenicity,
+            boundary,
             lesion is not None,
         )
-        posterior_shape = None
+        posterior_shape = geometry = tissue = None
         if extra_attenuation is not None:
-            # Where the lesion's attenuation acts: its cumulative effect with depth (0..1), held by
-            # the gain (background gain - cumsum), fading below the lesion as scattered sound fills in.
-            reach = np.abs(gain - depth_gain_db(height, attenuation_db, tgc_compensation))
-            rows = np.flatnonzero(mask.any(axis=1))
-            below = np.maximum(np.arange(height, dtype=np.float32) - rows[-1], 0.0)
-            fade = np.exp(-below / (POSTERIOR_FADE * (rows[-1] - rows[0] + 1)))[:, None]
-            posterior_shape = reach * fade / max(float(reach.max()), 1e-12)
-        grey = apply_profile(grey, record, None if lesion is None else lesion.weight, posterior_shape)
+            posterior_shape = _posterior_shape(extra_attenuation, mask)
+            # The measures' bands (computed once, shared by the profile and the attribute checks).
+            geometry = lesion_geometry(mask)
+            tissue = np.ones(mask.shape, dtype=bool)
+            tissue[geometry.window] = geometry.depth_out > geometry.ring
+            tissue = tissue[:, ::2]  # on the speckle grid
+        grey = apply_profile(
+            grey, record, None if lesion is None else lesion.weight, posterior_shape, tissue=tissue
+        )
         if lesion is not None and profile.attribute_thresholds:
             full = upsample_lateral(grey, width)
             weight = upsample_lateral(lesion.weight, width)
             full = enforce_attributes(
-                full, weight, mask, echogenicity, boundary, profile.attribute_thresholds
+                full,
+                weight,
+                mask,
+                echogenicity,
+                boundary,
+                profile.attribute_thresholds,
+                record.get("attributes"),
+                geometry=geometry,
             )
             return full.round().astype(np.uint8)
     return upsample_lateral(grey, width).round().astype(np.uint8)
+
+
+def _posterior_shape(extra_attenuation: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Where the lesion's attenuation acts (0..1 on the speckle grid): its cumulative effect with
+    depth, fading below the lesion as scattered sound fills in. Zero in columns it does not reach."""
+    height = extra_attenuation.shape[0]
+    shape = np.zeros(extra_attenuation.shape, np.float32)
+    cols = np.flatnonzero(extra_attenuation.any(axis=0))
+    if cols.size == 0:
+        return shape
+    band = slice(cols[0], cols[-1] + 1)
+    reach = np.abs(np.cumsum(extra_attenuation[:, band], axis=0, dtype=np.float32))
+    rows = np.flatnonzero(mask.any(axis=1))
+    below = np.maximum(np.arange(height, dtype=np.float32) - rows[-1], 0.0)
+    fade = np.exp(-below / (POSTERIOR_FADE * (rows[-1] - rows[0] + 1)))[:, None]
+    shape[:, band] = reach * fade / max(float(reach.max()), 1e-12)
+    return shape
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

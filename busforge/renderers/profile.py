@@ -15,8 +15,11 @@ record per sample and the rendered set inherits the real set's diversity. Each r
   depth); > 0 posterior enhancement, < 0 shadowing. "Below" is the band of half the lesion's height
   under its lowest row, over the middle 60 % of its columns; "beside" is the same rows, half a
   lesion width to the left and right of its extent.
+- `attributes` (lesions only, version 2): the importer's own measures of the lesion
+  (`busforge.dataset.attributes`: echo_heterogeneity, boundary_contrast, boundary_sharpness), which
+  the renderer aims its lesion at, so rendered measures spread the way the real ones do.
 - `pathology`, `echogenicity`, `boundary`: the record's labels (as imported), so the renderer draws
-  a record of the sample's own pathology and echogenicity.
+  a record of the sample's own pathology, echogenicity and boundary.
 
 The renderer applies a record after image formation (`apply_profile`): it scales rows to the
 record's depth profile, maps grey levels onto its quantiles, shifts the lesion to its percentile
@@ -37,7 +40,10 @@ import numpy as np
 from scipy import ndimage
 
 PROFILE_FORMAT = "busforge-appearance-profile"
-PROFILE_VERSION = 1
+PROFILE_VERSION = 2
+# How the renderer applies a profile (this module and renderers.attribute_look): in the fingerprint.
+APPLY_VERSION = "apply-2"
+SUPPORTED_VERSIONS = (1, 2)  # version 1 records carry no `attributes`
 SHIPPED_PROFILES = ("busi", "busbra")
 QUANTILE_LEVELS = tuple(round(float(q), 2) for q in np.linspace(0.0, 1.0, 21))
 DEPTH_BANDS = 16
@@ -46,6 +52,7 @@ POSTERIOR_DEPTH = 0.5  # the band below a lesion, in lesion heights
 MIN_RECORDS = 5
 MAX_POSTERIOR_CHANGE = 0.7  # log-ratio a profile may add below a lesion (beyond it, bands look painted)
 RECORD_KEYS = ("quantiles", "depth")
+ATTRIBUTE_KEYS = ("echo_heterogeneity", "boundary_contrast", "boundary_sharpness")
 FIT_PIXELS = 65536
 APPLY_STEP = 2  # images larger than this are measured on a regular subsample for quantiles
 
@@ -112,6 +119,8 @@ def posterior_log_ratio(image: np.ndarray, mask: np.ndarray) -> float | None:
 
 def image_record(image: np.ndarray, mask: np.ndarray | None, labels: dict[str, str]) -> dict[str, Any]:
     """One profile record (module docstring) of a grey image and its lesion mask (None: no lesion)."""
+    from busforge.dataset.attributes import measure
+
     pixels = np.asarray(image, dtype=np.float32)
     step = max(1, int(np.sqrt(pixels.size / FIT_PIXELS)))
     record: dict[str, Any] = {
@@ -123,6 +132,7 @@ def image_record(image: np.ndarray, mask: np.ndarray | None, labels: dict[str, s
         record["lesion_percentile"] = round(lesion_percentile(pixels, mask), 4)
         ratio = posterior_log_ratio(pixels, mask)
         record["posterior"] = None if ratio is None else round(ratio, 4)
+        record["attributes"] = {k: round(v, 4) for k, v in measure(image, mask).as_dict().items()}
     return record
 
 
@@ -213,14 +223,20 @@ class Profile:
     attribute_thresholds: dict[str, float] | None = None  # the fitted dataset's (dataset.attributes)
 
     def identity(self) -> dict[str, str]:
-        return {"profile": self.name, "profile_sha256": self.digest}
+        return {"profile": self.name, "profile_sha256": self.digest, "profile_algorithm": APPLY_VERSION}
 
-    def draw(self, rng: np.random.Generator, pathology: str, echogenicity: str, lesion: bool) -> dict:
-        """One record: of the same pathology and echogenicity where at least MIN_RECORDS exist."""
+    def draw(
+        self, rng: np.random.Generator, pathology: str, echogenicity: str, boundary: str, lesion: bool
+    ) -> dict:
+        """One record: of the same pathology, echogenicity and boundary where at least MIN_RECORDS exist."""
         pool: list[dict[str, Any]] = list(self.records)
         if lesion:
             wanted = [r for r in pool if "lesion_percentile" in r]
-            for key, value in (("pathology", pathology), ("echogenicity", echogenicity)):
+            for key, value in (
+                ("pathology", pathology),
+                ("echogenicity", echogenicity),
+                ("boundary", boundary),
+            ):
                 narrower = [r for r in wanted if r.get(key) == value]
                 if len(narrower) >= MIN_RECORDS:
                     wanted = narrower
@@ -244,10 +260,9 @@ def parse_profile(text: str, source: str) -> Profile:
         data = data["appearance"]
     if not isinstance(data, dict) or data.get("format") != PROFILE_FORMAT:
         raise BadInput(f"{source}: format: not a busforge appearance profile; {fix}")
-    if data.get("version") != PROFILE_VERSION:
-        raise BadInput(
-            f"{source}: version: {data.get('version')!r} is not supported; allowed: {PROFILE_VERSION}"
-        )
+    if data.get("version") not in SUPPORTED_VERSIONS:
+        allowed = ", ".join(map(str, SUPPORTED_VERSIONS))
+        raise BadInput(f"{source}: version: {data.get('version')!r} is not supported; allowed: {allowed}")
     records = data.get("records")
     if not isinstance(records, list) or len(records) < MIN_RECORDS:
         raise BadInput(f"{source}: records: missing or fewer than {MIN_RECORDS}; {fix}")
@@ -262,22 +277,32 @@ def parse_profile(text: str, source: str) -> Profile:
                 and np.all(np.isfinite(depth))
                 and np.all(depth >= 0)
                 and 0 <= float(record.get("lesion_percentile", 0.5)) <= 1
+                and _attributes_ok(record.get("attributes"))
             )
         except (KeyError, TypeError, ValueError):
             ok = False
         if not ok:
-            raise BadInput(f"{source}: records[{index}]: missing or malformed quantiles/depth; {fix}")
+            raise BadInput(
+                f"{source}: records[{index}]: missing or malformed quantiles/depth/attributes; {fix}"
+            )
     name = str(data.get("name") or Path(source).stem)
     thresholds = data.get("attribute_thresholds")
-    keys = ("echo_heterogeneity", "boundary_contrast", "boundary_sharpness")
     if thresholds is not None:
         try:
-            thresholds = {key: float(thresholds[key]) for key in keys}
+            thresholds = {key: float(thresholds[key]) for key in ATTRIBUTE_KEYS}
         except (KeyError, TypeError, ValueError):
             raise BadInput(
-                f"{source}: attribute_thresholds: needs numbers {', '.join(keys)}; {fix}"
+                f"{source}: attribute_thresholds: needs numbers {', '.join(ATTRIBUTE_KEYS)}; {fix}"
             ) from None
     return Profile(name, hashlib.sha256(text.encode()).hexdigest(), tuple(records), thresholds)
+
+
+def _attributes_ok(attributes: Any) -> bool:
+    """A record's `attributes`: absent, or the three measures as finite non-negative numbers."""
+    if attributes is None:
+        return True
+    values = [attributes[key] for key in ATTRIBUTE_KEYS]  # KeyError/TypeError: malformed
+    return all(isinstance(v, int | float) and np.isfinite(v) and v >= 0 for v in values)
 
 
 def load_profile(spec: str) -> Profile:
@@ -310,6 +335,7 @@ def apply_profile(
     record: dict[str, Any],
     lesion_weight: np.ndarray | None,
     posterior_shape: np.ndarray | None,
+    tissue: np.ndarray | None = None,
 ) -> np.ndarray:
     """Make a rendered grey image (float, 0..255) follow one profile record.
 
@@ -319,6 +345,8 @@ def apply_profile(
         lesion_weight: HxW lesion membership 0..1 (soft at unclear margins), or None.
         posterior_shape: HxW 0..1 map of the region the lesion's attenuation acts on (1 well below
             the lesion, 0 beside it), or None.
+        tissue: HxW bool tissue (outside the lesion dilated by its ring width), when the caller
+            has it; else computed from `lesion_weight > 0.5`.
 
     Returns:
         The adjusted HxW float32 image, clipped to 0..255.
@@ -326,7 +354,7 @@ def apply_profile(
     height = grey.shape[0]
     out = grey.astype(np.float32, copy=True)
     # 1. Depth profile: scale rows so band means follow the record's.
-    current = depth_profile(out)
+    current = depth_profile(np.maximum(out, 0.0))  # as displayed (below black reads as black)
     target = np.asarray(record["depth"], dtype=np.float32)
     out *= _band_curve(target / np.maximum(current, 1e-3), height)[:, None]
     # 2. Grey-level histogram: monotone map of the image's quantiles onto the record's
@@ -340,7 +368,7 @@ def apply_profile(
     if lesion.sum() < 4:
         return np.clip(out, 0.0, 255.0, out=out)
     # 3. Lesion-to-tissue contrast: shift the lesion to the record's tissue percentile.
-    tissue = _tissue(lesion)
+    tissue = _tissue(lesion) if tissue is None else tissue
     sub = (slice(None, None, APPLY_STEP), slice(None, None, APPLY_STEP))
     if tissue[sub].any():
         wanted = float(np.quantile(out[sub][tissue[sub]], float(record["lesion_percentile"])))
@@ -361,89 +389,3 @@ def apply_profile(
                 )
                 out[window] *= np.exp(np.float32(change) * posterior_shape[window])
     return np.clip(out, 0.0, 255.0, out=out)
-
-
-# Margins by which the renderer puts a lesion on its label's side of the profile's thresholds, so
-# that the importer's own measures (busforge.dataset.attributes) read the label back.
-ECHO_MARGIN = 1.3
-BOUNDARY_MARGIN = 1.15
-MAX_TEXTURE_GAIN = 3.0
-# Mean gradient on the contour pixels of a unit step after the measure's smoothing (sigma 1.5 px).
-STEP_GRADIENT = 0.25
-MAX_CRISP_STEP = 0.4  # dynamic-range units
-
-
-def enforce_attributes(
-    image: np.ndarray,
-    weight: np.ndarray,
-    mask: np.ndarray,
-    echogenicity: str,
-    boundary: str,
-    thresholds: dict[str, float],
-) -> np.ndarray:
-    """Make the lesion read as its labels under the profile dataset's attribute thresholds.
-
-    Echogenicity: the lesion's interior texture (its deviation from its mean) is scaled until
-    `echo_heterogeneity` is ECHO_MARGIN beyond the threshold on the label's side. Boundary: a clear
-    lesion's contrast is raised to BOUNDARY_MARGIN x the contrast threshold; an unclear lesion whose
-    margin still reads as clear has its contrast lowered below the threshold by the same margin.
-
-    Args:
-        image: HxW float32 grey image (0..255), changed in place and returned.
-        weight: HxW lesion membership 0..1 (soft at unclear margins).
-        mask: the HxW bool lesion mask the measures use.
-        echogenicity, boundary: the sample's labels.
-        thresholds: `echo_heterogeneity`, `boundary_contrast`, `boundary_sharpness` of the dataset.
-    """
-    from busforge.dataset.attributes import measure
-
-    measures = measure(image, mask)
-    if measures is None:
-        return image
-    lo, hi = np.percentile(image[::APPLY_STEP, ::APPLY_STEP], [1, 99])
-    scale = float(hi - lo) if hi > lo else 1.0
-    inside = weight > 0.5
-    echo, wanted = measures.echo_heterogeneity, thresholds["echo_heterogeneity"]
-    if echogenicity == "heterogeneous" and echo < ECHO_MARGIN * wanted:
-        gain = min(MAX_TEXTURE_GAIN, ECHO_MARGIN * wanted / max(echo, 1e-4))
-    elif echogenicity == "homogeneous" and echo > wanted / ECHO_MARGIN:
-        gain = wanted / ECHO_MARGIN / echo
-    else:
-        gain = 1.0
-    if gain != 1.0:
-        level = float(image[inside].mean())
-        image += weight * np.float32(gain - 1.0) * (image - np.float32(level))
-    contrast = measures.boundary_contrast
-    clear_reads = contrast >= thresholds["boundary_contrast"] and (
-        measures.boundary_sharpness >= thresholds["boundary_sharpness"]
-    )
-    target = None
-    crisp = False
-    sharp_enough = BOUNDARY_MARGIN * thresholds["boundary_sharpness"]
-    if boundary == "clear" and not (
-        contrast >= BOUNDARY_MARGIN * thresholds["boundary_contrast"]
-        and measures.boundary_sharpness >= sharp_enough
-    ):
-        # A step exactly at the mask's edge adds contrast and edge gradient together: a step of D
-        # adds about STEP_GRADIENT * D of gradient, so (G + STEP_GRADIENT D) / (C + D) reaches the
-        # wanted sharpness for D = C (wanted - sharpness) / (STEP_GRADIENT - wanted).
-        step = (
-            contrast * max(sharp_enough - measures.boundary_sharpness, 0.0) / (STEP_GRADIENT - sharp_enough)
-        )
-        floor = BOUNDARY_MARGIN * thresholds["boundary_contrast"]
-        target, crisp = max(contrast + min(step, MAX_CRISP_STEP), floor), True
-    elif boundary == "unclear" and clear_reads:
-        target = thresholds["boundary_contrast"] / BOUNDARY_MARGIN
-    if target is not None:
-        # Lesions are darker than their surroundings: moving the lesion's level changes the contrast.
-        tissue = _tissue(mask)
-        darker = float(image[inside].mean()) <= float(image[tissue].mean()) if tissue.any() else True
-        change = (target - contrast) * scale * (-1.0 if darker else 1.0)
-        lesion_level = float(image[inside].mean())
-        if darker and change < 0 and lesion_level + change < 0:
-            # The lesion is near black: what it cannot lose, the tissue around it gains.
-            band = ~_tissue_at(mask, 2) & ~mask
-            image[band] += np.float32(-(change + lesion_level))
-            change = -lesion_level
-        image += (mask if crisp else weight) * np.float32(change)
-    return np.clip(image, 0.0, 255.0, out=image)

@@ -1,0 +1,226 @@
+"""Put a rendered lesion on its labels' side of a dataset's attribute thresholds.
+
+The importer labels real lesions by measuring them (`busforge.dataset.attributes`); a rendered
+lesion should read back as its prompt under the same measures and the thresholds of the dataset
+its profile was fitted on. After image formation and the profile, the renderer measures its own
+lesion with that code and corrects what reads wrong, on the lesion's neighbourhood only,
+re-measuring after each correction (at most PASSES times).
+
+Each measure is aimed at a target on its label's side: the drawn profile record's own measure
+(its real lesion's, so rendered values spread as the real ones do), held at least MIN_MARGIN beyond
+the threshold; without one (version 1 profiles), MARGIN beyond it.
+
+- contrast (tissue level minus lesion level: BUSI's lesions are darker than the tissue around
+  them): the lesion's level moves, for a clear margin by a step exactly at the mask's edge, for an
+  unclear one through its soft membership; a lesion is darkened to DARKEST at most (its texture
+  would clip away below), and the tissue just around it brightens for the rest;
+- echogenicity: the lesion's interior texture (its deviation from its mean level) is scaled until
+  `echo_heterogeneity` is at its target (at most MAX_TEXTURE_GAIN x; pixels that clip make a gain
+  show less, which the next pass accounts for);
+- clear margin: the edge is crispened (a high-pass of the mask: darker just inside, brighter just
+  outside, nothing a ring width away, so contrast stays) until `boundary_sharpness` reaches its
+  target;
+- unclear margin that reads clear: its edge zone (within a ring width of the edge) is blurred once;
+  if it still reads clear, its contrast target drops below the threshold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from busforge.dataset.attributes import (
+    MIN_CONTRAST,
+    SMOOTH_SIGMA,
+    LesionGeometry,
+    dynamic_range,
+    lesion_geometry,
+    measure_parts,
+)
+
+MARGIN = 1.15  # target beyond the threshold without a record's own measure
+MIN_MARGIN = 1.06  # a record's measure is held at least this far beyond the threshold
+TOLERANCE = 0.05  # relative distance from a target that is left alone ...
+SAFE_MARGIN = 1.03  # ... when at least this far beyond the threshold on the label's side
+MIN_SOFT_REACH = 0.3  # floor of the share of a soft shift that changes the contrast (no overshoot)
+MAX_TEXTURE_GAIN = 3.0
+DARKEST = 12.0  # grey level a lesion's edge band is darkened to at most (its texture survives)
+PASSES = 5
+CRISP_WIDTH = 0.5  # the crispening's Gaussian, in ring widths (0 a ring width away from the edge)
+
+
+def _box(weight: np.ndarray, window: tuple[slice, slice]) -> tuple[slice, slice]:
+    """The bounding box of the window and of where the soft membership is non-zero."""
+    rows, cols = np.flatnonzero((weight > 1e-3).any(axis=1)), np.flatnonzero((weight > 1e-3).any(axis=0))
+    if rows.size == 0:
+        return window
+    return (
+        slice(min(rows[0], window[0].start), max(rows[-1] + 1, window[0].stop)),
+        slice(min(cols[0], window[1].start), max(cols[-1] + 1, window[1].stop)),
+    )
+
+
+def _edge_gradient_of(field: np.ndarray, contour: np.ndarray) -> float:
+    """Mean gradient magnitude on the contour after the measure's smoothing (as attributes.measure)."""
+    smooth = ndimage.gaussian_filter(field, SMOOTH_SIGMA)
+    gradient = np.hypot(ndimage.sobel(smooth, axis=0), ndimage.sobel(smooth, axis=1)) / 8.0
+    return float(gradient[contour].mean())
+
+
+def enforce_attributes(
+    image: np.ndarray,
+    weight: np.ndarray,
+    mask: np.ndarray,
+    echogenicity: str,
+    boundary: str,
+    thresholds: dict[str, float],
+    target: dict[str, float] | None = None,
+    geometry: LesionGeometry | None = None,
+) -> np.ndarray:
+    """Make the lesion read as its labels under a dataset's attribute thresholds (module docstring).
+
+    Args:
+        image: HxW float32 grey image (0..255), changed in place and returned.
+        weight: HxW lesion membership 0..1 (soft at unclear margins).
+        mask: the HxW bool lesion mask the measures use.
+        echogenicity, boundary: the sample's labels.
+        thresholds: `echo_heterogeneity`, `boundary_contrast`, `boundary_sharpness` of the dataset.
+        target: the drawn record's own measures (same keys), or None.
+        geometry: `lesion_geometry(mask)` when the caller has it.
+    """
+    geometry = lesion_geometry(mask) if geometry is None else geometry
+    if geometry is None:
+        return image
+    window = geometry.window
+    box = _box(weight, window)
+    # Window coordinates inside the box (the box contains the window).
+    inner_window = (
+        slice(window[0].start - box[0].start, window[0].stop - box[0].start),
+        slice(window[1].start - box[1].start, window[1].stop - box[1].start),
+    )
+    region = image[box]
+    soft = weight[box].astype(np.float32)
+    crisp_mask = np.zeros(region.shape, np.float32)
+    crisp_mask[inner_window] = geometry.lesion
+    inside = soft > 0.5
+    # The crispening field: +1 just inside the edge fading to 0 a ring width away, -1 just outside.
+    lesion = geometry.lesion.astype(np.float32)
+    sigma = max(1.0, CRISP_WIDTH * geometry.ring)
+    crispen = np.zeros(region.shape, np.float32)
+    crisp_gain = step_gain = 0.0
+    if boundary == "clear":
+        crispen[inner_window] = lesion - ndimage.gaussian_filter(lesion, sigma, mode="nearest")
+        crisp_gain = _edge_gradient_of(crispen[inner_window], geometry.contour)
+        step_gain = _edge_gradient_of(lesion, geometry.contour)  # the same for a unit step at the edge
+    # Tissue just around the lesion (moved when the lesion itself cannot move further).
+    around = np.zeros(region.shape, np.float32)
+    around[inner_window] = np.clip(3.0 - geometry.depth_out / geometry.ring, 0.0, 1.0) * (~geometry.lesion)
+    # How much of a soft-membership shift reaches the inner band rather than the outer one.
+    soft_window = soft[inner_window]
+    soft_reach = float(soft_window[geometry.inner].mean()) - (
+        float(soft_window[geometry.outer].mean()) if geometry.outer.any() else 0.0
+    )
+    soft_reach = max(soft_reach, MIN_SOFT_REACH)
+    soft_around = np.zeros(region.shape, np.float32)
+    soft_around[inner_window] = np.clip(3.0 - geometry.depth_out / geometry.ring, 0.0, 1.0)
+    soft_around *= 1.0 - soft
+
+    # The edge zone an unclear margin is blurred in (nothing of it reaches the contrast's bands).
+    distance = np.where(geometry.lesion, geometry.depth_in, geometry.depth_out)
+    edge_zone = np.clip(1.0 - distance / geometry.ring, 0.0, 1.0).astype(np.float32)
+
+    echo_wanted, contrast_wanted, sharp_wanted = _targets(thresholds, target or {}, echogenicity, boundary)
+    blurred = False
+    last_echo = last_gain = None
+    efficiency = 1.0  # how much of a texture gain shows in the measure (less where pixels clip)
+    for attempt in range(PASSES):
+        # The dynamic range (the measures' unit) from a regular subsample: 4x cheaper, close enough.
+        parts = measure_parts(image, geometry, dynamic_range(image[::2, ::2]))
+        measures, scale = parts.measures, parts.scale
+        changed = False
+        reads_clear = (
+            measures.boundary_contrast >= thresholds["boundary_contrast"] / MIN_MARGIN
+            and measures.boundary_sharpness >= thresholds["boundary_sharpness"] / MIN_MARGIN
+        )  # or nearly
+        if boundary == "unclear" and reads_clear and (blurred or attempt >= PASSES - 2):
+            # Blurring its edge was not enough (or no passes are left to try): the margin
+            # becomes unclear by contrast.
+            contrast_wanted = min(contrast_wanted, thresholds["boundary_contrast"] / MIN_MARGIN)
+        # Contrast, signed: lesions are darker than the tissue around them (all of BUSI's clear ones,
+        # 97 % of its unclear ones), so the target is the tissue's level minus the lesion's.
+        outer = parts.outer_level if parts.outer_level is not None else parts.inner_level
+        contrast = outer - parts.inner_level
+        darken = 0.0  # how much darker the lesion (or brighter its surroundings) gets, grey levels
+        if _off(contrast, contrast_wanted, thresholds["boundary_contrast"], boundary == "clear"):
+            darken = (contrast_wanted - contrast) * scale
+            changed = True
+            # The lesion darkens down to DARKEST (below, its texture would clip away); the rest of
+            # the contrast comes from brightening the tissue just around it.
+            room = max(parts.inner_level * scale - DARKEST, 0.0)
+            reach = 1.0 if boundary == "clear" else soft_reach
+            lesion_shift = darken / reach if darken < 0 else min(darken / reach, room)
+            tissue_shift = (darken - lesion_shift * reach) / reach
+            region -= (crisp_mask if boundary == "clear" else soft) * np.float32(lesion_shift)
+            if tissue_shift > 0:
+                region += (around if boundary == "clear" else soft_around) * np.float32(tissue_shift)
+        np.clip(region, 0.0, 255.0, out=region)
+        echo = measures.echo_heterogeneity
+        if last_gain is not None and last_echo > 0 and abs(np.log(last_gain)) > 1e-3:
+            efficiency = float(np.clip(np.log(max(echo, 1e-6) / last_echo) / np.log(last_gain), 0.5, 1.0))
+        last_echo = last_gain = None
+        above = echogenicity == "heterogeneous"
+        if _off(echo, echo_wanted, thresholds["echo_heterogeneity"], above) and inside.any():
+            gain = (echo_wanted / max(echo, 1e-4)) ** (1.0 / efficiency)
+            gain = float(np.clip(gain, 1.0 / MAX_TEXTURE_GAIN, MAX_TEXTURE_GAIN))
+            level = float(region[inside].mean())
+            region += soft * np.float32(gain - 1.0) * (region - np.float32(level))
+            np.clip(region, 0.0, 255.0, out=region)  # what clips is lost
+            last_echo, last_gain = echo, gain
+            changed = True
+        if boundary == "clear":
+            # A step of D at the edge adds about (its contour gradient) * D: expected edge gradient.
+            edge = parts.edge_gradient + step_gain * darken / scale
+            deficit = sharp_wanted * max(contrast + darken / scale, MIN_CONTRAST) - edge
+            if deficit > 0 and crisp_gain > 0:
+                region -= crispen * np.float32(deficit / crisp_gain * scale)
+                changed = True
+        elif reads_clear and not blurred:  # an unclear margin that reads clear: blur its edge
+            local = region[inner_window]
+            local += edge_zone * (ndimage.gaussian_filter(local, max(1.0, geometry.ring / 2)) - local)
+            blurred = changed = True
+        np.clip(region, 0.0, 255.0, out=region)
+        if not changed:
+            break
+    return image
+
+
+def _targets(
+    thresholds: dict[str, float], record: dict[str, float], echogenicity: str, boundary: str
+) -> tuple[float, float, float]:
+    """(echo_heterogeneity, boundary_contrast, boundary_sharpness) to aim at (module docstring).
+
+    For an unclear boundary the sharpness is not aimed at (its contrast is below the threshold).
+    """
+
+    def above(key: str) -> float:
+        value = record.get(key)
+        floor = MIN_MARGIN * thresholds[key]
+        return MARGIN * thresholds[key] if value is None else max(float(value), floor)
+
+    def below(key: str) -> float:
+        value = record.get(key)
+        ceiling = thresholds[key] / MIN_MARGIN
+        return thresholds[key] / MARGIN if value is None else min(float(value), ceiling)
+
+    echo = above("echo_heterogeneity") if echogenicity == "heterogeneous" else below("echo_heterogeneity")
+    if boundary == "clear":
+        return echo, above("boundary_contrast"), above("boundary_sharpness")
+    # Unclear: the record's contrast as it is (its margin may be unclear by sharpness alone).
+    contrast = record.get("boundary_contrast")
+    return echo, below("boundary_contrast") if contrast is None else float(contrast), 0.0
+
+
+def _off(value: float, wanted: float, threshold: float, above: bool) -> bool:
+    """Whether VALUE needs moving: off its target by more than TOLERANCE, or too near the threshold."""
+    near = value < SAFE_MARGIN * threshold if above else value > threshold / SAFE_MARGIN
+    return near or abs(value - wanted) > TOLERANCE * wanted
