@@ -78,11 +78,14 @@ def test_dvc_repro_renders_and_reports_counts(repo, tmp_path):
     assert "Stage 'render' didn't change, skipping" in again.stdout
     shown = json.loads(run(["dvc", "metrics", "show", "--json"], project, env).stdout)[""]["data"]
     # Only headline numbers are DVC metrics; per-stratum counts and the balance table sit beside them.
+    summary = shown["metrics/evaluate/summary.json"]["data"]
     assert shown == {
         "metrics/render.json": {"data": {"rows": {"train": 12}, "shards": 1}},
-        "metrics/evaluate/summary.json": {"data": {"balance_max_abs_diff": 0}},
+        "metrics/evaluate/summary.json": {"data": {"balance_max_abs_diff": 0, **summary}},
         "metrics/downstream.json": {"data": {"skipped": True}},
     }
+    assert set(summary) == {"balance_max_abs_diff", "echogenicity_adherence", "boundary_adherence"}
+    assert all(0 <= summary[f"{a}_adherence"] <= 1 for a in ("echogenicity", "boundary"))
     details = json.loads((project / "metrics/render.details.json").read_text())
     assert sum(details["synthetic"]["pathology"].values()) == 12
     # `dvc plots show` draws the declared mask-statistic CDFs (generated only: no reference here).
@@ -143,6 +146,7 @@ def test_dvc_ratio_sweep_through_params(repo, tmp_path):
         assert math.isfinite(summary["fid"]) and math.isfinite(summary["floor_fid"])
         assert summary["n_generated"] == (factor - 1) * real_train
         assert 0 <= summary["max_shape_ks"] <= 1
+        assert 0 <= summary["boundary_adherence"] <= 1
     diff = json.loads(run(["dvc", "metrics", "diff", "r1", "r2", "--json"], project, env).stdout)
     assert diff["metrics/render.json"]["rows.train"] == {
         "old": 2 * real_train,

@@ -24,7 +24,8 @@ CDF_POINTS = 50
 
 
 def headline(metrics: dict[str, Any]) -> dict[str, float | int]:
-    """The numbers worth a column in `dvc exp show`: FID/KID with floors, max shape KS, adherence."""
+    """The numbers worth a column in `dvc exp show`: FID/KID with floors, max shape KS, balance,
+    attribute adherence."""
     out: dict[str, float | int] = {}
     overall = (metrics.get("image") or {}).get("overall", {})
     for key in IMAGE_HEADLINE:
@@ -39,8 +40,14 @@ def headline(metrics: dict[str, Any]) -> dict[str, float | int]:
     ]
     if ks:
         out["max_shape_ks"] = max(ks)
-    # Attribute adherence: the largest |planned - realised| count over strata (0 = exactly as planned).
+    # Attribute balance: the largest |planned - realised| count over strata (0 = exactly as planned).
     out["balance_max_abs_diff"] = metrics["balance"]["max_abs_diff"]
+    # Attribute adherence: share of lesions whose measured attribute equals its label (the image
+    # says what the prompt says), per attribute.
+    for attribute in ("echogenicity", "boundary"):
+        share = ((metrics.get("attributes") or {}).get(attribute) or {}).get("adherence")
+        if isinstance(share, int | float) and math.isfinite(share):
+            out[f"{attribute}_adherence"] = share
     return out
 
 
