@@ -230,3 +230,33 @@ def test_version_1_profiles_still_load_and_bad_record_attributes_are_named(tmp_p
     data["records"][1]["attributes"] = {"echo_heterogeneity": 0.1}
     with pytest.raises(BadInput, match=r"records\[1\]"):
         parse_profile(json.dumps(data), "bad.json")
+
+
+def test_profile_and_prior_paths_resolve_from_the_working_directory(tmp_path, monkeypatch):
+    """README: relative paths in a recipe are relative to the working directory, for
+    `renderer.profile` as for `shape_prior` (a calibrate file serves as both)."""
+    from importlib import resources
+
+    from busforge.executors.local import run_render
+    from busforge.recipe import load_recipe
+
+    prior = json.loads(resources.files("busforge.shapes").joinpath("data", "busi.json").read_text())
+    prior["appearance"] = json.loads(
+        resources.files("busforge.renderers").joinpath("profiles", "busi.json").read_text()
+    )
+    (tmp_path / "recipes").mkdir()
+    recipe = tmp_path / "recipes" / "mine.yaml"
+    recipe.write_text(
+        "name: mine\nversion: 1.0.0\ncount: 2\nimage_size: 64\nshape_prior: calibrated.json\n"
+        "renderer: {backend: procedural, profile: calibrated.json}\noutput: {dir: out}\n"
+    )
+    # Beside the recipe only: neither resolves (from the working directory).
+    (tmp_path / "recipes" / "calibrated.json").write_text(json.dumps(prior))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BadInput, match="calibrated.json"):
+        run_render(load_recipe(recipe), out_dir=tmp_path / "out", quiet=True)
+    # In the working directory: both resolve, from the same file.
+    (tmp_path / "calibrated.json").write_text(json.dumps(prior))
+    run_render(load_recipe(recipe), out_dir=tmp_path / "out", quiet=True)
+    manifest = json.loads((tmp_path / "out" / "busforge.json").read_text())
+    assert "profile_sha256" in json.dumps(manifest)

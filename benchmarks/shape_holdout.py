@@ -1,0 +1,99 @@
+"""Held-out shape fidelity of the calibrated prior, and the cross-dataset figure against BUS-BRA.
+
+Fit on one half of BUSI's masks, draw DRAWS masks, two-sample KS of every statistic against the
+other half, both pathologies, both ways round (`busforge.evaluate.shape_holdout`). Beside each
+KS: the same statistic's KS between the two real halves (what sampling alone gives at these
+sizes) and the 5 % critical value of the two-sample KS test for the sizes compared. Then the
+shipped `busi` prior against BUS-BRA's masks (an imported dataset), per pathology.
+
+Run:
+    python benchmarks/shape_holdout.py [--masks ../shared/data/busi_masks_calib]
+        [--busbra data/real/busbra] [--draws 500] [--image-size 512]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from importlib import resources
+from pathlib import Path
+
+from busforge.evaluate.shape_holdout import (
+    DRAWS,
+    drawn_stats,
+    held_out_ks,
+    ks_table,
+    real_stats,
+    split_halves,
+    worst,
+)
+from busforge.shapes.calibrate import _case_masks, collect_masks
+from busforge.shapes.stats import STAT_NAMES
+
+
+def critical(n: int, m: int, alpha: float = 0.05) -> float:
+    """Two-sample KS critical value (asymptotic) for sizes n and m."""
+    return math.sqrt(-0.5 * math.log(alpha / 2)) * math.sqrt((n + m) / (n * m))
+
+
+def main() -> None:
+    repo = Path(__file__).resolve().parents[1]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--masks", type=Path, default=repo.parent / "shared/data/busi_masks_calib")
+    parser.add_argument("--busbra", type=Path, help="an imported BUS-BRA dataset (busforge import busbra)")
+    parser.add_argument("--draws", type=int, default=DRAWS)
+    parser.add_argument("--image-size", type=int, default=512)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    files = collect_masks([args.masks])
+    masks = {p: [m for m in _case_masks(f) if m.any()] for p, f in files.items() if p != "normal"}
+    table = held_out_ks(masks, args.draws, args.image_size)
+    first, second = split_halves(masks)
+    print(f"held-out KS, {args.draws} drawn masks at {args.image_size}² vs the other half of {args.masks}")
+    print(f"{'fit / test':<16} {'pathology':<10} " + " ".join(f"{n:>11}" for n in STAT_NAMES))
+    result = {"held_out": table, "real_halves": {}}
+    for pathology in sorted(masks):
+        halves = ks_table(real_stats(first[pathology]), real_stats(second[pathology]))
+        result["real_halves"][pathology] = halves
+        for way in table:
+            test = second if way.startswith("fit A") else first
+            row = table[way][pathology]
+            print(f"{way:<16} {pathology:<10} " + " ".join(f"{row[n]:>11.3f}" for n in STAT_NAMES))
+        n_a, n_b = len(first[pathology]), len(second[pathology])
+        print(f"{'real A vs B':<16} {pathology:<10} " + " ".join(f"{halves[n]:>11.3f}" for n in STAT_NAMES))
+        print(
+            f"  {pathology}: halves of {n_a} / {n_b} cases; 5 % critical KS, {args.draws} drawn vs "
+            f"{len(test[pathology])}: {critical(args.draws, len(test[pathology])):.3f}; real half vs half: "
+            f"{critical(n_a, n_b):.3f}"
+        )
+    value, where = worst(table)
+    print(f"worst held-out KS: {value:.3f} ({where})")
+    result["worst"] = {"ks": value, "where": where}
+
+    if args.busbra is not None:
+        from busforge.renderers.profile import dataset_cases
+        from busforge.shapes.priors import CalibratedPrior  # noqa: F401  (the shipped prior's class)
+
+        prior = json.loads(resources.files("busforge.shapes").joinpath("data", "busi.json").read_text())
+        cases = dataset_cases(
+            args.busbra, sorted(json.loads((args.busbra / "busforge.json").read_text())["splits"])
+        )
+        result["busbra"] = {}
+        print(
+            f"\nshipped busi prior ({args.draws} drawn at {args.image_size}²) vs BUS-BRA masks ({args.busbra})"
+        )
+        for pathology in ("benign", "malignant"):
+            real = real_stats(
+                [m for _, m, labels in cases if m is not None and labels["pathology"] == pathology]
+            )
+            row = ks_table(drawn_stats(prior, pathology, args.draws, args.image_size), real)
+            result["busbra"][pathology] = row
+            print(f"{pathology:<10} n={len(real):<4} " + " ".join(f"{n}={row[n]:.3f}" for n in STAT_NAMES))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
