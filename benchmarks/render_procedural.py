@@ -6,10 +6,12 @@ formed at full resolution by a 2-D FFT convolution with the same (non-separated)
 Both share the anatomy and lesion maps, so the ratio isolates the speckle strategy; the
 end-to-end figure of `render_bmode` is what the target (>= 40 images/s) is about.
 
-Run: python benchmarks/render_procedural.py [--repeats N]
-"""
+With `--before DIR` (a checkout of another busforge version, e.g. `git worktree add /tmp/old
+c772590`), `render_bmode` without and with the busi profile is also timed by that code and by
+this one, each in its own fresh process (one thread), rounds interleaved: the before/after figure.
 
-import os
+Run: python benchmarks/render_procedural.py [--repeats N] [--before DIR]
+"""
 
 # One core, sized the way busforge sizes a render process (no environment variables).
 from busforge.executors.threads import limit_threads  # noqa: E402
@@ -17,9 +19,14 @@ from busforge.executors.threads import limit_threads  # noqa: E402
 limit_threads(1)
 
 import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable  # noqa: E402
+from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 from scipy import signal  # noqa: E402
@@ -66,9 +73,60 @@ def time_renders(render: Callable[[int], np.ndarray], repeats: int) -> list[floa
     return seconds
 
 
+# Timed in a child process, by whichever busforge its PYTHONPATH holds (the API is the same).
+CHILD = """
+import json, sys, time
+from busforge.executors.threads import limit_threads
+limit_threads(1)
+import numpy as np
+from busforge.renderers import procedural
+from busforge.renderers.profile import load_profile
+size, repeats, profiled = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+rows, cols = np.mgrid[0:size, 0:size] / size
+mask = ((cols - 0.5) / 0.2) ** 2 + ((rows - 0.35) / 0.13) ** 2 <= 1.0
+profile = load_profile("busi") if profiled else None
+conditions = [(p, e, b) for p in ("benign", "malignant") for e in ("homogeneous", "heterogeneous")
+              for b in ("clear", "unclear")]
+def render(i):
+    p, e, b = conditions[i % len(conditions)]
+    procedural.render_bmode(mask, pathology=p, echogenicity=e, boundary=b, seed=i, profile=profile)
+render(0)
+seconds = []
+for i in range(repeats):
+    start = time.perf_counter(); render(i); seconds.append(time.perf_counter() - start)
+print(json.dumps(seconds))
+"""
+
+
+def child_times(code: Path, repeats: int, profiled: bool) -> list[float]:
+    env = {**os.environ, "PYTHONPATH": str(code.resolve())}
+    args = [sys.executable, "-c", CHILD, str(SIZE), str(repeats), "1" if profiled else "0"]
+    result = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
+    return json.loads(result.stdout)
+
+
+def before_after(before: Path, repeats: int) -> None:
+    after = Path(__file__).resolve().parents[1]
+    times: dict[tuple[str, bool], list[float]] = {}
+    for _ in range(4):
+        for profiled in (False, True):
+            for label, code in (("before", before), ("after", after)):
+                times.setdefault((label, profiled), []).extend(child_times(code, repeats // 4, profiled))
+    print(f"\nbefore = {before}, after = {after} ({len(times['after', False])} renders each, 512x512)")
+    for profiled in (False, True):
+        name = "with the busi profile" if profiled else "without a profile"
+        ms = {label: statistics.median(times[label, profiled]) * 1e3 for label in ("before", "after")}
+        print(
+            f"{name:<24} before {ms['before']:.1f} ms = {1e3 / ms['before']:.1f} images/s, "
+            f"after {ms['after']:.1f} ms = {1e3 / ms['after']:.1f} images/s (after/before time "
+            f"{ms['after'] / ms['before']:.2f})"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=80)
+    parser.add_argument("--before", type=Path, help="a checkout of the busforge version to compare with")
     args = parser.parse_args()
     mask = ellipse_mask(SIZE)
 
@@ -117,6 +175,8 @@ def main() -> None:
     for label, median_ms in (("without a profile", fast_ms), ("with the busi profile", profiled_ms)):
         verdict = "meets" if 1e3 / median_ms >= TARGET_IMAGES_PER_S else "MISSES"
         print(f"target >= {TARGET_IMAGES_PER_S:.0f} images/s {label}: {verdict}")
+    if args.before is not None:
+        before_after(args.before, args.repeats)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,6 @@ def main() -> None:
 
     if args.busbra is not None:
         from busforge.renderers.profile import dataset_cases
-        from busforge.shapes.priors import CalibratedPrior  # noqa: F401  (the shipped prior's class)
 
         prior = json.loads(resources.files("busforge.shapes").joinpath("data", "busi.json").read_text())
         cases = dataset_cases(
