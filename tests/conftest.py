@@ -28,3 +28,14 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real sample data not present at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory) -> Path:
+    """The tiny random-weight diffusion model with busi and udiat adapters, written once per session
+    (tens of seconds on a loaded machine) for every diffusion test module."""
+    from busforge.models.tiny import write_tiny_model
+
+    out = tmp_path_factory.mktemp("models") / "tiny"
+    write_tiny_model(out, ["busi", "udiat"])
+    return out

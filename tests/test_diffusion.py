@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -47,15 +46,6 @@ def one_torch_thread_and_private_hash_cache(tmp_path_factory):
         os.environ.pop("BUSFORGE_CACHE_DIR", None)
     else:
         os.environ["BUSFORGE_CACHE_DIR"] = cache_before
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    from busforge.models.tiny import write_tiny_model
-
-    out = tmp_path_factory.mktemp("models") / "tiny"
-    write_tiny_model(out, ["busi", "udiat"])
-    return out
 
 
 def model_overrides(tiny: Path) -> list[str]:
@@ -444,6 +434,23 @@ def test_end_to_end_two_domains_load_dataset(rendered):
         assert image.shape == (64, 64) and image.std() > 1
 
 
+# The render of the test below SIGKILLs itself at its first batch after shard 0 is complete: mid-run
+# whatever the machine's load (a kill from outside, timed by polling, missed or overshot it).
+KILL_AFTER_FIRST_SHARD = """
+import os, signal, sys
+from pathlib import Path
+from busforge.renderers.diffusion import DiffusionRenderer
+marker, render = Path(os.environ["BUSFORGE_TEST_KILL_AFTER"]), DiffusionRenderer.render
+def render_or_die(self, items):
+    if marker.exists():
+        os.kill(os.getpid(), signal.SIGKILL)
+    return render(self, items)
+DiffusionRenderer.render = render_or_die
+from busforge.cli import main
+main()
+"""
+
+
 def test_resume_after_sigkill_gives_identical_shards(tiny, rendered, tmp_path):
     from busforge.dataset.manifest import read_manifest
     from busforge.executors.local import run_render
@@ -451,16 +458,29 @@ def test_resume_after_sigkill_gives_identical_shards(tiny, rendered, tmp_path):
     out = tmp_path / "killed"
     marker = tmp_path / ".killed.staging" / ".busforge" / "shards" / "train-00000.json"
     overrides = [f"count={E2E_COUNT}", "output.rows_per_shard=2", *model_overrides(tiny)]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-    command = [*CLI, "render", str(RECIPE), "--out", str(out), "--quiet"]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "BUSFORGE_TEST_KILL_AFTER": str(marker),
+    }
+    command = [
+        sys.executable,
+        "-c",
+        KILL_AFTER_FIRST_SHARD,
+        "render",
+        str(RECIPE),
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     command += [a for o in overrides for a in ("--set", o)]
-    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not marker.exists() and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    child.send_signal(signal.SIGKILL)
-    child.wait()
+    # No deadline to race: the child ends itself; the timeout only guards against a hang.
+    child = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
     assert marker.exists() and not out.exists(), "the render was not killed mid-way"
+    staged = sorted(p.name for p in marker.parent.glob("train-*.json"))
+    assert staged == ["train-00000.json"], staged  # killed in the second of 6 shards
 
     outcome = run_render(tiny_recipe(tiny, *overrides[:2]), out_dir=out, quiet=True)
     assert outcome.reused_shards >= 1

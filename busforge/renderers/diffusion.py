@@ -13,7 +13,19 @@ sample's domain picks its LoRA adapter. Choices that keep datasets reproducible 
   otherwise adapters are switched with `set_adapters`. "Only one domain" is decided up front, so
   that every sample of a run (and of its resumption) is rendered the same way: by the executor's
   `expect_domains(plan domains)` when it calls it, else by `renderer.lora` mapping one domain.
-  Fused and unfused outputs agree to float noise (tested).
+  Fused and switched adapters agree to the float noise of the dtype (FUSED_VS_SWITCHED_GREY_LEVELS,
+  tested): within 2 grey levels in fp32 and fp16, up to ~8 in bf16, whose 8-bit mantissa makes any
+  change in the order of operations (fusing rounds W + BA) move an image as much as bf16 itself
+  moves it from fp32. Fusing costs no accuracy in any dtype: both paths are equally far from fp32.
+- Non-finite images: each decoded image is checked. One that is NaN or inf (an fp16 overflow in
+  the VAE decoder: diffusers' pipeline decodes in the model dtype without upcasting) is decoded
+  again in fp32 and its row's `renderer` column says `"vae_redecode": "fp32"`; if it is still not
+  finite (the latents themselves are), the run stops with `NonFiniteImage` naming the sample.
+- Compile: `compile: auto` compiles only on CUDA and only runs of COMPILE_AUTO_MIN_IMAGES images or
+  more, where the minute or two of compiling pays. Compiled, every batch has the same shape (the
+  ragged last batch is padded with copies of its last sample, whose outputs are dropped), so the
+  graphs compile once, plus once per out-of-memory halving. A compiler that fails (no Triton, no C
+  compiler) costs one warning: the run goes on eagerly.
 - Loading: safetensors only, no safety checker (medical images are not what it was built for; the
   card says so), no remote code. A model that is neither a local folder nor in the Hugging Face
   cache under `HF_HUB_OFFLINE=1` is a `BadInput` raised by the constructor, before rendering starts.
@@ -54,6 +66,19 @@ WEIGHT_BYTES_HALF = 3.0 * 2**30
 MAX_AUTO_BATCH = 16
 # More samples than this with `device: auto` and no GPU is refused (SD 1.5 takes ~30 s an image on a CPU).
 CPU_LARGE_RUN = 100
+# `compile: auto` compiles runs of at least this many images (on CUDA). An estimate until measured on
+# a GPU with `benchmarks/render_diffusion.py --arch sd15`, which prints the break-even: compiling SD
+# 1.5's UNet, ControlNet and VAE decoder takes ~1-2 min the first time (inductor caches it on disk
+# for later runs) and saves ~20-30% of the ~0.1-0.3 s an image takes eagerly, so it pays after
+# roughly 1,000-4,000 images.
+COMPILE_AUTO_MIN_IMAGES = 2000
+# Fused vs switched adapters, same samples and dtype: the most any pixel differs, in grey levels
+# (tiny model, CPU: measured 1 in fp32, 2 in fp16, 7 in bf16, where both paths are 7 from fp32).
+FUSED_VS_SWITCHED_GREY_LEVELS = {"fp32": 2, "fp16": 3, "bf16": 10}
+
+
+class NonFiniteImage(RuntimeError):
+    """A sample whose image is NaN or inf even when decoded in fp32: the run stops, naming it."""
 
 
 class DiffusionRenderer(BaseRenderer):
@@ -76,9 +101,7 @@ class DiffusionRenderer(BaseRenderer):
         self.image_size = image_size
         self.device = _resolve_device(self.options.device)
         self.dtype_name = _resolve_dtype(self.options.dtype, self.device)
-        self.compile = self.options.compile is True or (
-            self.options.compile == "auto" and self.device.startswith("cuda")
-        )
+        self.compile = _wants_compile(self.options.compile, self.device, samples)
         self.batch_size = self._resolve_batch_size()
         self._sources: dict[str, ModelSource] | None = None
         self._identity: dict[str, Any] | None = None
@@ -89,6 +112,8 @@ class DiffusionRenderer(BaseRenderer):
         self._single_domain = len(self.options.lora) == 1  # may fuse; refined by expect_domains
         self._uncompiled: dict[str, Any] = {}
         self._chunk = self.batch_size  # largest sub-batch that fits (halved on OOM)
+        self._decoder32: tuple[Any, Any] | None = None  # fp32 copy of the VAE decoder, made on need
+        self._redecoded: set[str] = set()  # sample ids whose image was decoded again in fp32
         if domains is not None:
             self._single_domain = len(domains) == 1
         # Fail now, before any rendering, on everything that is missing at once: model folders, uncached
@@ -188,6 +213,8 @@ class DiffusionRenderer(BaseRenderer):
         """A row's `renderer` column: the identity with only the LoRA of that sample's domain."""
         identity = dict(self.identity())
         identity["lora"] = {"domain": spec.domain, "adapter": self._lora_identity(spec.domain)}
+        if spec.sample_id in self._redecoded:
+            identity["vae_redecode"] = "fp32"
         return identity
 
     def expect_domains(self, domains: set[str] | list[str]) -> None:
@@ -355,15 +382,22 @@ class DiffusionRenderer(BaseRenderer):
         return images  # type: ignore[return-value]
 
     def _render_group(self, items: list[RenderItem]) -> list[np.ndarray]:
-        """Render in sub-batches of at most `self._chunk`; on CUDA OOM halve it and retry."""
+        """Render in sub-batches of at most `self._chunk`; on CUDA OOM halve it and retry.
+
+        Compiled, a short sub-batch is padded to `self._chunk` with copies of its last item (their
+        images dropped): a new batch size would compile the graphs again, for minutes.
+        """
         import torch
 
         out: list[np.ndarray] = []
         start = 0
         while start < len(items):
             part = items[start : start + self._chunk]
+            count = len(part)
+            if self._uncompiled and count < self._chunk:
+                part = part + [part[-1]] * (self._chunk - count)
             try:
-                out.extend(self._denoise(part))
+                out.extend(self._denoise(part)[:count])
             except torch.cuda.OutOfMemoryError:
                 if len(part) == 1:
                     raise
@@ -371,8 +405,30 @@ class DiffusionRenderer(BaseRenderer):
                 log.warning("CUDA out of memory at batch %d; retrying with %d", len(part), self._chunk)
                 torch.cuda.empty_cache()
                 continue
-            start += len(part)
+            except (BadInput, NonFiniteImage):
+                raise
+            except Exception as err:
+                # Compiling happens at the first call (and at a new shape): a missing Triton or C
+                # compiler raises here. Anything else fails again eagerly and is raised from there.
+                if not self._uncompiled:
+                    raise
+                self._compile_failed(err)
+                continue
+            start += count
         return out
+
+    def _compile_failed(self, err: Exception) -> None:
+        """One warning, then eager modules for the rest of the run (the batch is retried)."""
+        cause = getattr(err, "inner_exception", None) or err
+        first_line = (str(cause).strip().splitlines() or [""])[0]
+        log.warning(
+            "torch.compile failed (%s: %s); rendering eagerly (not compiled) from here on "
+            "(set renderer.compile: false to skip the attempt)",
+            type(cause).__name__,
+            first_line,
+        )
+        self._drop_compile()
+        self.compile = False
 
     def _denoise(self, items: list[RenderItem]) -> list[np.ndarray]:
         import torch
@@ -393,11 +449,70 @@ class DiffusionRenderer(BaseRenderer):
             controlnet_conditioning_scale=self.options.controlnet_scale,
             negative_prompt=[negative] * len(items) if negative else None,
             generator=generators,
-            output_type="np",
+            output_type="latent",
         )
-        rgb = np.asarray(result.images, dtype=np.float32)  # (n, H, W, 3) in [0, 1]
-        grey = np.clip(rgb @ LUMA, 0.0, 1.0)
+        pixels = self._decode(result.images, items)
+        rgb = self.pipe.image_processor.postprocess(pixels, output_type="np")  # (n, H, W, 3) in [0, 1]
+        grey = np.clip(np.asarray(rgb, dtype=np.float32) @ LUMA, 0.0, 1.0)
         return [np.round(g * 255).astype(np.uint8) for g in grey]
+
+    def _decode(self, latents: Any, items: list[RenderItem]) -> Any:
+        """The VAE decode the pipeline would do, then a finiteness check per image (see the module doc)."""
+        import torch
+
+        vae = self.pipe.vae
+        with torch.no_grad():
+            pixels = vae.decode(latents / vae.config.scaling_factor, return_dict=False)[0]
+        finite = torch.isfinite(pixels.flatten(1)).all(dim=1).tolist()
+        for i in (i for i, ok in enumerate(finite) if not ok):
+            pixels[i] = self._decode_fp32(latents[i : i + 1], items[i]).to(pixels.dtype)[0]
+        return pixels
+
+    def _decode_fp32(self, latent: Any, item: RenderItem) -> Any:
+        """Decode one latent again in fp32, or stop the run naming the sample."""
+        import torch
+
+        spec = item.spec
+        where = f"sample {spec.sample_id} (seed {spec.seed}, domain {spec.domain})"
+        if not torch.isfinite(latent).all():
+            raise NonFiniteImage(
+                f"{where}: the denoised latents are NaN or inf in {self.dtype_name} (the UNet or "
+                "ControlNet overflowed; re-decoding cannot help); render with renderer.dtype: bf16 "
+                "or fp32, or check the ControlNet and LoRA weights"
+            )
+        post_quant_conv, decoder = self._fp32_decoder()
+        with torch.no_grad():
+            z = latent.float() / self.pipe.vae.config.scaling_factor
+            pixel = decoder(z if post_quant_conv is None else post_quant_conv(z))
+        if not torch.isfinite(pixel).all():
+            raise NonFiniteImage(
+                f"{where}: the VAE decode is NaN or inf even in fp32 (latents outside what the "
+                "decoder was trained on?); check the ControlNet and LoRA weights, or try "
+                "renderer.dtype: fp32"
+            )
+        if not self._redecoded:
+            log.warning(
+                "%s: the %s VAE decode was not finite; decoded again in fp32 (this and any further "
+                "re-decode is recorded in the row's renderer column as vae_redecode)",
+                where,
+                self.dtype_name,
+            )
+        self._redecoded.add(spec.sample_id)
+        return pixel
+
+    def _fp32_decoder(self) -> tuple[Any, Any]:
+        """An fp32 copy of the eager post-quant conv and VAE decoder, made the first time one is needed."""
+        if self._decoder32 is None:
+            import copy
+
+            vae = self.pipe.vae
+            decoder = self._uncompiled.get("vae.decoder", vae.decoder)
+            post = getattr(vae, "post_quant_conv", None)
+            self._decoder32 = (
+                None if post is None else copy.deepcopy(post).float(),
+                copy.deepcopy(decoder).float(),
+            )
+        return self._decoder32
 
     # ------------------------------------------------------------------ batch size
 
@@ -447,6 +562,13 @@ def _resolve_device(device: str) -> str:
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
         return "mps"
     return "cpu"
+
+
+def _wants_compile(option: bool | str, device: str, samples: int | None) -> bool:
+    """`compile: auto`: on CUDA, for runs large enough that compiling pays (COMPILE_AUTO_MIN_IMAGES)."""
+    if option != "auto":
+        return bool(option)
+    return device.startswith("cuda") and samples is not None and samples >= COMPILE_AUTO_MIN_IMAGES
 
 
 def _resolve_dtype(dtype: str, device: str) -> str:
