@@ -6,8 +6,13 @@ Both run in this process, on the same weights, masks and prompts, and are timed 
       scheduler, guidance 7.5, the LoRA loaded but not fused, 16-bit on GPU (fp32 on CPU), PNG
       encoding of each image;
   (b) `busforge.executors.rows.render_rows` with `DiffusionRenderer` at its defaults (20 UniPC
-      steps, batched, fused LoRA, SDPA, channels_last and torch.compile on CUDA), masks and PNG
-      encoding included.
+      steps, batched, fused LoRA, SDPA, channels_last on CUDA), eager: the renderer is built
+      without a run size, so `compile: auto` does not compile; masks and PNG encoding included;
+  (c) the same with `compile: true` (torch.compile of the UNet, ControlNet and VAE decoder), unless
+      `--compile off`. Its first batch compiles; that time beyond a normal batch is the compile
+      cost, and cost / (eager s per image - compiled s per image) is the break-even: the run size
+      above which compiling pays (`compile: auto` compiles from COMPILE_AUTO_MIN_IMAGES on CUDA).
+      Inductor caches compiled graphs on disk, so a second run of this script compiles faster.
 
 Weights do not change the compute, so `--arch sd15` builds the exact SD 1.5 UNet + ControlNet + VAE +
 CLIP ViT-L text encoder with random weights (written once, in fp16, in the diffusers layout, and
@@ -16,7 +21,8 @@ loaded through the same from_pretrained path); `--arch tiny` uses `busforge mode
     python benchmarks/render_diffusion.py --arch tiny                      # CPU, seconds
     python benchmarks/render_diffusion.py --arch sd15 --images 64 --sweep 1,2,4,8,16   # GPU
 
-Prints medians over `--repeats` runs, the ratio (b)/(a), GPU memory per batch size with `--sweep`,
+Prints medians over `--repeats` runs, the ratios (b)/(a) and (c)/(b), the compile cost and break-even,
+GPU memory per batch size with `--sweep`,
 and on CUDA the fraction of the dense fp16 bound (50 TFLOP per 512x512 image with ControlNet+CFG
 at 20 steps; `--peak-tflops` is the card's peak, 989 for an H100 SXM).
 """
@@ -185,6 +191,13 @@ def main() -> None:
     parser.add_argument("--sweep", default="", help="busforge batch sizes to time, e.g. 1,2,4,8,16")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (CPU runs)")
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense fp16 peak of the GPU")
+    parser.add_argument(
+        "--compile",
+        choices=["both", "off"],
+        default="both",
+        help="both: also time (c), compiled, with its compile cost and break-even (on a CPU with the "
+        "tiny model inductor takes a few minutes); off: eager only",
+    )
     args = parser.parse_args()
 
     import torch
@@ -206,6 +219,7 @@ def main() -> None:
 
 def run(args, model: Path, size: int) -> None:
     import torch
+    import torch._dynamo
     from diffusers import ControlNetModel, StableDiffusionControlNetPipeline
 
     from busforge.renderers.diffusion import DiffusionRenderer
@@ -221,11 +235,9 @@ def run(args, model: Path, size: int) -> None:
         f"dtype {dtype_name}, {size}x{size}, {args.images} images x {args.repeats} repeats, arch {args.arch}"
     )
 
-    controlnet = ControlNetModel.from_pretrained(
-        model / "controlnet", torch_dtype=dtype, use_safetensors=True
-    )
+    controlnet = ControlNetModel.from_pretrained(model / "controlnet", dtype=dtype, use_safetensors=True)
     naive = StableDiffusionControlNetPipeline.from_pretrained(
-        model / "base", controlnet=controlnet, safety_checker=None, torch_dtype=dtype, use_safetensors=True
+        model / "base", controlnet=controlnet, safety_checker=None, dtype=dtype, use_safetensors=True
     ).to(device)
     naive.load_lora_weights(model / "lora" / "busi", adapter_name="busi")
     naive.set_progress_bar_config(disable=True)
@@ -237,34 +249,79 @@ def run(args, model: Path, size: int) -> None:
 
     renderer.load()
     batch_sizes = [int(b) for b in args.sweep.split(",") if b] or [renderer.batch_size]
-    results = {}
-    for batch_size in batch_sizes:
-        renderer.batch_size = renderer._chunk = batch_size
-        busforge_path(renderer, specs[:batch_size], size)  # warm-up (and compilation) at this size
-        if device.startswith("cuda"):
-            torch.cuda.reset_peak_memory_stats()
-        times = timed(partial(busforge_path, renderer, specs, size), device, args.repeats)
-        memory = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
-        results[batch_size] = (times, memory)
+    results = {
+        batch_size: time_busforge(renderer, specs, size, batch_size, args) for batch_size in batch_sizes
+    }
+    del renderer
+    compiled = {}
+    if args.compile == "both":
+        for batch_size in batch_sizes:
+            torch._dynamo.reset()  # each batch size pays its own first compile, as a run would
+            fresh = DiffusionRenderer({**options, "compile": True}, size)
+            fresh.load()
+            compiled[batch_size] = time_busforge(fresh, specs, size, batch_size, args)
+            if not fresh.compile:  # the renderer fell back to eager (its warning says why)
+                compiled[batch_size] = None
+            del fresh
 
     a_ips = args.images / statistics.median(a)
     print(
         f"(a) naive loop, batch 1, {args.naive_steps} steps: median {statistics.median(a):.3f} s "
         f"-> {a_ips:.2f} images/s"
     )
-    for batch_size, (times, memory) in results.items():
+    steps = options.get("steps", 20)
+    for batch_size, (_, times, memory) in results.items():
         b_ips = args.images / statistics.median(times)
         line = (
-            f"(b) busforge, batch {batch_size}, {renderer.options.steps} steps: median "
+            f"(b) busforge, batch {batch_size}, {steps} steps: median "
             f"{statistics.median(times):.3f} s -> {b_ips:.2f} images/s, {b_ips / a_ips:.2f}x (a)"
         )
         if device.startswith("cuda"):
-            tflop = TFLOP_PER_IMAGE_512_20_STEPS * (size / 512) ** 2 * renderer.options.steps / 20
+            tflop = TFLOP_PER_IMAGE_512_20_STEPS * (size / 512) ** 2 * steps / 20
             bound = args.peak_tflops / tflop
             line += (
                 f", peak GPU memory {memory:.1f} GiB, {b_ips / bound:.0%} of the {bound:.1f} images/s bound"
             )
         print(line)
+        if batch_size in compiled:
+            print(compile_line(batch_size, results[batch_size], compiled[batch_size], args.images))
+
+
+def time_busforge(renderer, specs, size: int, batch_size: int, args) -> tuple[float, list[float], float]:
+    """(first batch s, timed runs s, peak GPU GiB): the first batch includes any compilation."""
+    import torch
+
+    device = renderer.device
+    renderer.batch_size = renderer._chunk = batch_size
+    first = timed(partial(busforge_path, renderer, specs[:batch_size], size), device, 1)[0]
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    times = timed(partial(busforge_path, renderer, specs, size), device, args.repeats)
+    memory = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
+    return first, times, memory
+
+
+def compile_line(batch_size: int, eager, compiled, images: int) -> str:
+    """(c) against (b): speed, the compile cost, and the run size from which compiling pays."""
+    from busforge.renderers.diffusion import COMPILE_AUTO_MIN_IMAGES
+
+    head = f"(c) busforge compiled, batch {batch_size}: "
+    if compiled is None:
+        return head + "torch.compile failed here and the renderer fell back to eager (see its warning)"
+    eager_per_image = statistics.median(eager[1]) / images
+    per_image = statistics.median(compiled[1]) / images
+    cost = compiled[0] - per_image * batch_size  # the first batch beyond what a batch costs
+    line = (
+        f"{head}median {per_image * images:.3f} s -> {1 / per_image:.2f} images/s, "
+        f"{eager_per_image / per_image:.2f}x (b); compiling took {cost:.1f} s"
+    )
+    saved = eager_per_image - per_image
+    if saved <= 0:
+        return line + "; no break-even: compiled is not faster here"
+    return (
+        line + f"; break-even after {cost / saved:,.0f} images "
+        f"(`compile: auto` compiles runs of {COMPILE_AUTO_MIN_IMAGES:,}+ on CUDA)"
+    )
 
 
 if __name__ == "__main__":

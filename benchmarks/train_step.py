@@ -13,6 +13,11 @@ the same run: the diffusers example script's step, which runs the frozen text en
 batch, against busforge's step with cached prompt embeddings. Printed per configuration: the
 median step time over --repeats steps (after --warmup), samples/s, the ratio to the baseline of the
 same batch size, and the peak GPU memory.
+
+With `--compile both` (the default) each mode is also timed with its UNet and ControlNet under
+`torch.compile` (cached prompts, no checkpointing): the first step compiles, its time beyond a
+normal step is the compile cost, and cost / (eager - compiled step time) is the break-even in
+steps, the run length above which compiling the trainer would pay. (The trainers run eagerly.)
 """
 
 from __future__ import annotations
@@ -57,7 +62,13 @@ def build(arch: str, device: str) -> dict[str, Any]:
 
 
 def make_step(
-    parts: dict[str, Any], mode: str, device: str, dtype: torch.dtype, checkpointing: bool, size: int
+    parts: dict[str, Any],
+    mode: str,
+    device: str,
+    dtype: torch.dtype,
+    checkpointing: bool,
+    size: int,
+    compiled: bool = False,
 ):
     """A closure running one optimizer step on a batch; returns the parameters it trains."""
     import copy
@@ -85,6 +96,8 @@ def make_step(
         unet.enable_gradient_checkpointing()
     place(vae, device, dtype)
     place(text_encoder, device, dtype)
+    if compiled:  # the modules that hold nearly all of a step's compute
+        unet, controlnet = torch.compile(unet), torch.compile(controlnet)
     model = DiffusionLoss(unet, controlnet, vae, parts["scheduler"], kl_alpha=0.0).train()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-5)
@@ -118,12 +131,13 @@ def make_step(
 
 def measure(
     step, batch: int, per_step_text: bool, warmup: int, repeats: int, device: str
-) -> tuple[float, float]:
+) -> tuple[float, float, float]:
+    """(median step s after the warm-up, peak GPU GiB, first step s: includes any compiling)."""
     generator = torch.Generator().manual_seed(0)
     cuda = device.startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    times = []
+    times, first = [], float("nan")
     for i in range(warmup + repeats):
         if cuda:
             torch.cuda.synchronize()
@@ -131,10 +145,12 @@ def measure(
         step(batch, per_step_text, generator)
         if cuda:
             torch.cuda.synchronize()
+        if i == 0:
+            first = time.perf_counter() - t0
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() / 2**30 if cuda else float("nan")
-    return statistics.median(times), peak
+    return statistics.median(times), peak, first
 
 
 def peak_text(gib: float) -> str:
@@ -151,6 +167,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--modes", default="controlnet,lora")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument(
+        "--compile",
+        choices=["both", "off"],
+        default="both",
+        help="both: also time each mode compiled, with the compile cost and break-even; off: eager only",
+    )
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -165,6 +187,7 @@ def main() -> None:
     header = f"{'mode':<11} {'grad ckpt':<9} {'text':<10} {'batch':>5} {'median s':>9} {'samples/s':>10} {'x base':>7} {'peak GiB':>9}"
     print(header)
     print("-" * len(header))
+    eager_cached: dict[tuple[str, int], float] = {}
     for mode in args.modes.split(","):
         for checkpointing in (False, True):
             step, trained = make_step(parts, mode, args.device, dtype, checkpointing, size)
@@ -172,7 +195,7 @@ def main() -> None:
                 rows = []
                 for per_step_text in (True, False):
                     try:
-                        median, peak = measure(
+                        median, peak, _ = measure(
                             step, batch, per_step_text, args.warmup, args.repeats, args.device
                         )
                     except torch.cuda.OutOfMemoryError:
@@ -187,10 +210,50 @@ def main() -> None:
                         f"{mode:<11} {checkpointing!s:<9} {text:<10} {batch:>5} {median:>9.4f} "
                         f"{batch / median:>10.2f} {base / median:>7.2f} {peak_text(peak):>9}"
                     )
+                if not checkpointing and rows and not rows[-1][0]:
+                    eager_cached[mode, batch] = rows[-1][1]
             print(f"#   {mode}: {trained:,} trained parameters")
             del step
             if cuda:
                 torch.cuda.empty_cache()
+        if args.compile == "both":
+            compare_compiled(parts, mode, args, dtype, size, batches, eager_cached)
+
+
+def compare_compiled(parts, mode: str, args, dtype, size: int, batches: list[int], eager: dict) -> None:
+    """Compiled UNet + ControlNet against the eager step of the same batch (cached text, no checkpointing)."""
+    import torch._dynamo
+
+    cuda = args.device.startswith("cuda")
+    for batch in batches:
+        if (mode, batch) not in eager:
+            continue
+        torch._dynamo.reset()  # every batch size pays its own first compile, as a run would
+        step, _ = make_step(parts, mode, args.device, dtype, False, size, compiled=True)
+        head = f"{mode:<11} {'False':<9} {'compiled':<10} {batch:>5}"
+        try:
+            median, peak, first = measure(step, batch, False, max(args.warmup, 1), args.repeats, args.device)
+        except torch.cuda.OutOfMemoryError:
+            print(f"{head} out of memory")
+            torch.cuda.empty_cache()
+            continue
+        except Exception as err:  # no Triton or C compiler: say so, keep the eager figures
+            print(f"{head} torch.compile failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}")
+            continue
+        eager_step = eager[mode, batch]
+        cost = first - median
+        print(
+            f"{head} {median:>9.4f} {batch / median:>10.2f} {eager_step / median:>7.2f} {peak_text(peak):>9}"
+            f"   (x eager cached; compiling took {cost:.1f} s; "
+            + (
+                f"break-even after {cost / (eager_step - median):,.0f} steps)"
+                if median < eager_step
+                else "no break-even: not faster compiled)"
+            )
+        )
+        del step
+        if cuda:
+            torch.cuda.empty_cache()
 
 
 if __name__ == "__main__":

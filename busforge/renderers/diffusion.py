@@ -14,7 +14,7 @@ sample's domain picks its LoRA adapter. Choices that keep datasets reproducible 
   that every sample of a run (and of its resumption) is rendered the same way: by the executor's
   `expect_domains(plan domains)` when it calls it, else by `renderer.lora` mapping one domain.
   Fused and switched adapters agree to the float noise of the dtype (FUSED_VS_SWITCHED_GREY_LEVELS,
-  tested): within 2 grey levels in fp32 and fp16, up to ~8 in bf16, whose 8-bit mantissa makes any
+  tested): within 1-2 grey levels in fp32 and fp16, up to 7-8 in bf16, whose 8-bit mantissa makes any
   change in the order of operations (fusing rounds W + BA) move an image as much as bf16 itself
   moves it from fp32. Fusing costs no accuracy in any dtype: both paths are equally far from fp32.
 - Non-finite images: each decoded image is checked. One that is NaN or inf (an fp16 overflow in
