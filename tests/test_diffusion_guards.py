@@ -204,3 +204,40 @@ def test_loading_passes_no_deprecated_argument(tiny):
         str(w.message) for w in caught if issubclass(w.category, DeprecationWarning | FutureWarning)
     ]
     assert deprecated == []
+
+
+def test_a_run_stopped_by_a_non_finite_sample_keeps_its_finished_shards(tiny, tmp_path, monkeypatch):
+    """Through the executor: shard 0 is finished and kept, shard 1's first sample stops the run."""
+    import torch
+
+    from busforge.executors.local import run_render
+    from busforge.plan import make_plan
+    from busforge.renderers.diffusion import DiffusionRenderer, NonFiniteImage
+
+    recipe = tiny_recipe(tiny, "count=4", "output.rows_per_shard=2", "domain=busi")
+    steps = recipe.renderer.options["steps"]
+    real_load = DiffusionRenderer.load
+
+    def load_overflowing_after_one_batch(self):
+        real_load(self)
+        forward, calls = self.pipe.unet.forward, []
+
+        def unet(*args, **kwargs):  # one UNet call per step (UniPC): the second batch overflows
+            calls.append(1)
+            out = forward(*args, **kwargs)
+            if len(calls) > steps:
+                out[0][:] = torch.inf
+            return out
+
+        self.pipe.unet.forward = unet
+
+    monkeypatch.setattr(DiffusionRenderer, "load", load_overflowing_after_one_batch)
+    out = tmp_path / "out"
+    with pytest.raises(NonFiniteImage) as err:
+        run_render(recipe, out_dir=out, quiet=True)
+    second_shard = sorted(make_plan(recipe).specs[2:4], key=lambda s: (s.domain, s.index))[0]
+    assert str(err.value).startswith(f"sample {second_shard.sample_id} (seed {second_shard.seed}")
+    assert not out.exists()
+    monkeypatch.undo()
+    outcome = run_render(recipe, out_dir=out, quiet=True)
+    assert (outcome.reused_shards, outcome.rendered_shards) == (1, 1)
