@@ -211,8 +211,8 @@ def test_a_run_stopped_by_a_non_finite_sample_keeps_its_finished_shards(tiny, tm
     import torch
 
     from busforge.executors.local import run_render
-    from busforge.sample_plan import make_plan
     from busforge.renderers.diffusion import DiffusionRenderer, NonFiniteImage
+    from busforge.sample_plan import make_plan
 
     recipe = tiny_recipe(tiny, "count=4", "output.rows_per_shard=2", "domain=busi")
     steps = recipe.renderer.options["steps"]
