@@ -2,9 +2,8 @@
 
 In one run, interleaved so machine noise hits all alike, each as a user types it (no thread
 variables set here): local `--workers 1` and `--workers 2`; ray with `--ray-workers 1` and `2` on a
-Ray cluster this script starts once (`ray start --head`, its own temp dir, workers at the driver's
-priority instead of Ray's default nice 15, so that other jobs on the machine slow both engines
-alike). Ray's start-up (the cluster) is reported separately; each ray run still pays its
+Ray cluster this script starts once (`ray start --head` as a user types it, its own temp dir; Ray's
+workers then run at its default nice 15, so on a shared machine other jobs slow Ray more). Ray's start-up (the cluster) is reported separately; each ray run still pays its
 connection and its actors' start-up. Every run's shard hashes must equal the first local run's;
 each run's time is printed as it ends.
 
@@ -45,15 +44,10 @@ def start_cluster(temp: Path, cpus: int) -> tuple[subprocess.Popen, str, float]:
     """A local head node; returns once a driver can connect (that wait is Ray's start-up)."""
     address = f"127.0.0.1:{free_port()}"
     start = time.perf_counter()
-    # Ray runs its workers at nice 15 by default; the local engine's workers run at the user's
-    # priority. Beside a niced job a Ray run stalled here (210 s before, > 510 s with it), so this
-    # cluster (the benchmark's own) runs its workers at the driver's priority: both engines then
-    # compete alike, and the comparison measures the engines, not the neighbours.
-    env = {**os.environ, "RAY_worker_niceness": str(os.nice(0))}
     head = subprocess.Popen(
         [str(BIN / "ray"), "start", "--head", "--port", address.split(":")[1], "--num-cpus", str(cpus),
          "--include-dashboard=false", "--disable-usage-stats", "--temp-dir", str(temp), "--block"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     probe = "import ray, sys; ray.init(address=sys.argv[1], log_to_driver=False); ray.shutdown()"
     deadline = time.monotonic() + 180
