@@ -189,7 +189,9 @@ def main() -> None:
     parser.add_argument("--naive-steps", type=int, default=30)
     parser.add_argument("--steps", type=int, help="busforge steps (default: its default, 20); for smoke runs")
     parser.add_argument("--sweep", default="", help="busforge batch sizes to time, e.g. 1,2,4,8,16")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default, as a user's run)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0: torch's default, as a user's run)"
+    )
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense fp16 peak of the GPU")
     parser.add_argument(
         "--compile",
