@@ -294,7 +294,7 @@ def test_ctrl_c_says_how_to_resume_and_exits_130(repo, tmp_path):
             "--workers",
             "2",
             "--set",
-            "count=2000",
+            "count=20000",
             "--set",
             "image_size=64",
         ],
