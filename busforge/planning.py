@@ -5,8 +5,8 @@ dataset into place.
 
 The shards are fixed by the plan and the real data (`shard = index // rows_per_shard`), never by
 the worker count, so any executor writes the same bytes. An executor takes `Prepared.jobs`,
-skips those `pending_shards` finds done, has each of the rest written by `write_shard`, then
-calls `finish`.
+opens the run with `open_run` (which skips the shards already done), has each of the rest
+written by `write_shard`, then calls `finish`.
 """
 
 from __future__ import annotations

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import yaml
 
@@ -29,6 +30,15 @@ class ShardSlot(Protocol):
 
 
 S = TypeVar("S", bound=ShardSlot)
+
+
+@dataclass
+class OpenRun(Generic[S]):
+    """A run's staging folder, opened: the shards already finished and the ones still to write."""
+
+    staging: Staging
+    records: list[ShardRecord]
+    todo: list[S]
 
 
 def check_existing(out_dir: Path, fp: str, force: bool) -> bool:
@@ -71,6 +81,16 @@ def pending_shards(staging: Staging, slots: Sequence[S]) -> tuple[dict[int, Shar
         else:
             todo.append(slot)
     return done, todo
+
+
+def open_run(out_dir: Path, fingerprint: str, slots: Sequence[S], force: bool) -> OpenRun[S] | None:
+    """Start or resume writing `out_dir`; None when it already holds this exact dataset."""
+    if check_existing(out_dir, fingerprint, force):
+        return None
+    staging = Staging(out_dir)
+    staging.open(fingerprint, force)
+    done, todo = pending_shards(staging, slots)
+    return OpenRun(staging, list(done.values()), todo)
 
 
 def write_shard(

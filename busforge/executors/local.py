@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from busforge.dataset.lock import hold_output
-from busforge.dataset.output import check_existing, pending_shards, write_shard
+from busforge.dataset.output import open_run, write_shard
 from busforge.dataset.output_path import check_output_dir
-from busforge.dataset.writer import Staging
 from busforge.executors.rows import batches_of, encode_rows, prepare_items, render_rows
 from busforge.executors.threads import in_process_threads, limit_threads, pool_worker_threads
 from busforge.planning import ShardJob, finish, prepare, real_batches
@@ -157,13 +156,10 @@ def _render(prepared, out_dir: Path, resolved_out: Path, *, workers: int, force:
     from tqdm import tqdm
 
     recipe = prepared.recipe
-    if check_existing(out_dir, prepared.fingerprint, force):
+    run = open_run(out_dir, prepared.fingerprint, prepared.jobs, force)
+    if run is None:
         return RenderOutcome(out_dir, prepared.fingerprint, prepared.rows, 0, 0, up_to_date=True)
-
-    staging = Staging(out_dir)
-    staging.open(prepared.fingerprint, force)
-    done, todo = pending_shards(staging, prepared.jobs)
-    records = list(done.values())
+    staging, records, todo = run.staging, run.records, run.todo
 
     if not quiet:  # output.dir may be relative or point anywhere: say where this goes
         print(f"render: writing {resolved_out}", file=sys.stderr)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from busforge.dataset.output import check_existing, pending_shards, write_shard
+from busforge.dataset.output import open_run, write_shard
 from busforge.dataset.writer import ShardRecord, Staging, shard_path
 from busforge.errors import BadInput
 from busforge.executors.local import RenderOutcome
@@ -141,12 +141,10 @@ def run_render_ray(
     out_dir = Path(out_dir or recipe.output.dir).resolve()
     prepared = prepare(recipe, limit)
     recipe = prepared.recipe
-    if check_existing(out_dir, prepared.fingerprint, force):
+    run = open_run(out_dir, prepared.fingerprint, prepared.jobs, force)
+    if run is None:
         return RayOutcome(out_dir, prepared.fingerprint, prepared.rows, 0, 0, up_to_date=True)
-    staging = Staging(out_dir)
-    staging.open(prepared.fingerprint, force)
-    done, todo = pending_shards(staging, prepared.jobs)
-    records = list(done.values())
+    staging, records, todo = run.staging, run.records, run.todo
     progress = tqdm(
         total=prepared.rows, desc="render", unit="img", disable=quiet, initial=sum(r.rows for r in records)
     )
