@@ -56,6 +56,20 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def connect(ray, address: str, head: subprocess.Popen) -> None:
+    """Connect the driver once the head answers: on a loaded machine it can take a minute to come up."""
+    deadline = time.monotonic() + 180
+    while True:
+        try:
+            ray.init(address=address, log_to_driver=False)
+            return
+        except ConnectionError:
+            ray.shutdown()
+            assert head.poll() is None, "ray start --head exited"
+            assert time.monotonic() < deadline, f"the Ray head at {address} did not answer in 180 s"
+            time.sleep(1)
+
+
 @pytest.fixture(scope="module")
 def cluster():
     ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install busforge[ray])")
@@ -74,7 +88,7 @@ def cluster():
     )  # fmt: skip
     nodes = [head]
     try:
-        ray.init(address=address, log_to_driver=False)
+        connect(ray, address, head)
         second = subprocess.Popen(
             [ray_cli, "start", "--address", address, "--temp-dir", str(temp / "node2"), *common],
             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
