@@ -7,8 +7,9 @@ Both share the anatomy and lesion maps, so the ratio isolates the speckle strate
 end-to-end figure of `render_bmode` is what the target (>= 40 images/s) is about.
 
 With `--before DIR` (a checkout of another busforge version, e.g. `git worktree add /tmp/old
-c772590`), `render_bmode` without and with the busi profile is also timed by that code and by
-this one, each in its own fresh process (one thread), rounds interleaved: the before/after figure.
+f3316c6`, the last one before profiles), `render_bmode` without and with the busi profile is also
+timed by that code and by this one, each in its own fresh process (one thread), rounds
+interleaved: the before/after figure. Code without profiles is timed without one only.
 
 Run: python benchmarks/render_procedural.py [--repeats N] [--before DIR]
 """
@@ -80,16 +81,18 @@ from busforge.executors.threads import limit_threads
 limit_threads(1)
 import numpy as np
 from busforge.renderers import procedural
-from busforge.renderers.profile import load_profile
 size, repeats, profiled = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 rows, cols = np.mgrid[0:size, 0:size] / size
 mask = ((cols - 0.5) / 0.2) ** 2 + ((rows - 0.35) / 0.13) ** 2 <= 1.0
-profile = load_profile("busi") if profiled else None
+options = {}
+if profiled:  # code from before profiles has no `profile` argument: it is only timed without one
+    from busforge.renderers.profile import load_profile
+    options["profile"] = load_profile("busi")
 conditions = [(p, e, b) for p in ("benign", "malignant") for e in ("homogeneous", "heterogeneous")
               for b in ("clear", "unclear")]
 def render(i):
     p, e, b = conditions[i % len(conditions)]
-    procedural.render_bmode(mask, pathology=p, echogenicity=e, boundary=b, seed=i, profile=profile)
+    procedural.render_bmode(mask, pathology=p, echogenicity=e, boundary=b, seed=i, **options)
 render(0)
 seconds = []
 for i in range(repeats):
@@ -107,15 +110,25 @@ def child_times(code: Path, repeats: int, profiled: bool) -> list[float]:
 
 def before_after(before: Path, repeats: int) -> None:
     after = Path(__file__).resolve().parents[1]
+    # Code from before profiles existed is timed without one only; its plain render is then
+    # the "before" of the profiled one.
+    before_profiles = (before / "busforge/renderers/profile.py").is_file()
     times: dict[tuple[str, bool], list[float]] = {}
     for _ in range(4):
         for profiled in (False, True):
             for label, code in (("before", before), ("after", after)):
+                if label == "before" and profiled and not before_profiles:
+                    continue
                 times.setdefault((label, profiled), []).extend(child_times(code, repeats // 4, profiled))
     print(f"\nbefore = {before}, after = {after} ({len(times['after', False])} renders each, 512x512)")
+    if not before_profiles:
+        print("before has no profiles: 'with the busi profile' compares with its render without one")
     for profiled in (False, True):
         name = "with the busi profile" if profiled else "without a profile"
-        ms = {label: statistics.median(times[label, profiled]) * 1e3 for label in ("before", "after")}
+        ms = {
+            "before": statistics.median(times["before", profiled and before_profiles]) * 1e3,
+            "after": statistics.median(times["after", profiled]) * 1e3,
+        }
         print(
             f"{name:<24} before {ms['before']:.1f} ms = {1e3 / ms['before']:.1f} images/s, "
             f"after {ms['after']:.1f} ms = {1e3 / ms['after']:.1f} images/s (after/before time "
