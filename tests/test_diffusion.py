@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -210,6 +211,21 @@ def test_weight_hashes_are_cached_until_the_file_changes(tmp_path):
     assert folder_sha256(folder) == first
     weights.write_bytes(b"changed")
     assert folder_sha256(folder) != first
+
+
+def test_training_checkpoints_are_not_part_of_a_model_folders_identity(tmp_path):
+    from busforge.models.weights import folder_sha256
+
+    folder = tmp_path / "controlnet"
+    (folder / "checkpoints" / "checkpoint-2").mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"weights")
+    (folder / "checkpoints" / "checkpoint-2" / "model.safetensors").write_bytes(b"step 2")
+    with_checkpoint = folder_sha256(folder)
+    shutil.rmtree(folder / "checkpoints")  # what a user does to free space once training is done
+    assert folder_sha256(folder) == with_checkpoint
+    (folder / "diffusion_pytorch_model.safetensors").write_bytes(b"other weights")
+    assert folder_sha256(folder) != with_checkpoint
 
 
 def test_missing_model_offline_fails_before_rendering_with_exit_2(tiny, tmp_path):

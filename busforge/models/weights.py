@@ -29,6 +29,7 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 # Files that decide what a model computes; READMEs, images and optimizer states do not.
 IDENTITY_SUFFIXES = (".safetensors", ".json", ".txt")
 HASH_CACHE_VERSION = 1
+TRAINING_CHECKPOINTS = "checkpoints"  # busforge.train.loop writes OUT/checkpoints/
 HUB_PROBE_TIMEOUT_S = 3.0
 
 
@@ -79,6 +80,12 @@ def file_sha256(path: Path, cache: dict[str, Any]) -> str:
     return digest
 
 
+def _skipped(parts: tuple[str, ...]) -> bool:
+    """Files that are never loaded: the Hub client's `.cache/`, and the training `checkpoints/`
+    kept for resuming (deleting old ones must not change what the folder's weights are)."""
+    return ".cache" in parts or parts[0] == TRAINING_CHECKPOINTS
+
+
 def folder_sha256(folder: Path) -> str:
     """One digest over the relative paths and sha256 of the folder's weight and config files.
 
@@ -89,7 +96,7 @@ def folder_sha256(folder: Path) -> str:
     files = sorted(
         p
         for p in folder.rglob("*")
-        if p.is_file() and p.suffix in IDENTITY_SUFFIXES and ".cache" not in p.relative_to(folder).parts
+        if p.is_file() and p.suffix in IDENTITY_SUFFIXES and not _skipped(p.relative_to(folder).parts)
     )
     digest = hashlib.sha256()
     for path in files:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from busforge.errors import BadInput
+from busforge.models.weights import TRAINING_CHECKPOINTS
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 STATE_FILE = "trainer_state.json"
@@ -69,7 +70,7 @@ def step_seed(seed: int, step: int, rank: int, micro: int) -> int:
 
 
 def checkpoints(out_dir: Path) -> list[tuple[int, Path]]:
-    root = out_dir / "checkpoints"
+    root = out_dir / TRAINING_CHECKPOINTS
     if not root.is_dir():
         return []
     found = [(int(m[1]), p) for p in root.iterdir() if (m := CHECKPOINT.match(p.name)) and p.is_dir()]
@@ -149,7 +150,7 @@ class TrainingLoop:
 
     def save_checkpoint(self, step: int) -> Path:
         acc = self.accelerator
-        root = self.settings.out_dir / "checkpoints"
+        root = self.settings.out_dir / TRAINING_CHECKPOINTS
         final = root / f"checkpoint-{step}"
         tmp = root / f".checkpoint-{step}.tmp"
         if acc.is_main_process and tmp.exists():
