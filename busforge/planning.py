@@ -19,7 +19,7 @@ from typing import Any
 
 from busforge.dataset.writer import ShardRecord, Staging
 from busforge.errors import BadInput
-from busforge.fingerprint import fingerprint
+from busforge.fingerprint import fingerprint, without_locations
 from busforge.recipe import Recipe
 from busforge.renderers.base import Renderer, make_renderer
 from busforge.sample import SampleSpec
@@ -168,11 +168,24 @@ def prepare(recipe: Recipe, limit: int | None = None) -> Prepared:
     except BadInput as err:
         raise err.with_source(recipe.source) from None
     real_identity = {"real": {"fingerprint": mix.fingerprint, "ratio": mix.ratio}} if mix else {}
+    content = without_locations(recipe.content(), input_locations(recipe, renderer, mix))
     fp = fingerprint(
-        recipe.content(), renderer.identity(), shape_prior=plan.prior_identity, **real_identity, **limited
+        content, renderer.identity(), shape_prior=plan.prior_identity, **real_identity, **limited
     )
     jobs = shard_jobs(plan, recipe.output.rows_per_shard, real_rows_in_output(mix))
     return Prepared(recipe, plan, renderer, mix, fp, jobs)
+
+
+def input_locations(recipe: Recipe, renderer, mix) -> list[tuple[str, ...]]:
+    """Recipe keys that name a local input whose content the fingerprint already holds by hash."""
+    from busforge.shapes.priors import is_named_prior
+
+    locations = [("renderer", *key) for key in renderer.input_locations()]
+    if not is_named_prior(recipe.shape_prior):
+        locations.append(("shape_prior",))  # its digest is `shape_prior=` in the fingerprint
+    if mix is not None:
+        locations.append(("real", "dataset"))  # its fingerprint is `real=`
+    return locations
 
 
 def real_batches(job: ShardJob, mix) -> Iterator[list[dict[str, Any]]]:

@@ -67,6 +67,11 @@ class Renderer(Protocol):
         """The row's `renderer` column for one sample (e.g. naming its domain's LoRA)."""
         ...
 
+    def input_locations(self) -> list[tuple[str, ...]]:
+        """Option keys (paths under `renderer:`) that only say where a local input lives and whose
+        content `identity()` holds by hash: the fingerprint leaves them out."""
+        ...
+
     def render(self, items: list[RenderItem]) -> list[np.ndarray]:
         """One HxW uint8 grey image per item, in order; each depends only on its own item."""
         ...
@@ -90,6 +95,10 @@ class BaseRenderer:
 
     def provenance(self, spec: SampleSpec) -> dict[str, Any]:
         return self.identity()
+
+    def input_locations(self) -> list[tuple[str, ...]]:
+        """No local inputs by default."""
+        return []
 
 
 def parse_renderer_options(

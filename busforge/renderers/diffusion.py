@@ -182,6 +182,13 @@ class DiffusionRenderer(BaseRenderer):
             )
         return problems
 
+    def input_locations(self) -> list[tuple[str, ...]]:
+        """Models named by a local folder: the identity holds the folder's sha256, not its path."""
+        keys = {"base": ("base",), "controlnet": ("controlnet",)}
+        keys.update({f"lora/{domain}": ("lora", domain) for domain in self.options.lora})
+        local = {name for name, source in self.sources().items() if source.revision is None}  # not the Hub
+        return [key for name, key in keys.items() if name in local]
+
     def _lora_identity(self, domain: str) -> dict[str, Any] | None:
         source = self.sources().get(f"lora/{domain}")
         return None if source is None else source.identity

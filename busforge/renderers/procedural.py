@@ -35,7 +35,7 @@ from busforge.renderers.bmode import (
     speckle_envelope,
     upsample_lateral,
 )
-from busforge.renderers.profile import Profile, apply_profile, load_profile
+from busforge.renderers.profile import SHIPPED_PROFILES, Profile, apply_profile, load_profile
 from busforge.vocab import BOUNDARIES, ECHOGENICITIES, PATHOLOGIES
 
 if TYPE_CHECKING:
@@ -374,6 +374,7 @@ class ProceduralRenderer(BaseRenderer):
         parsed = parse_renderer_options(ProceduralOptions, options or {}, _describe)
         self.options = parsed.model_dump(exclude={"profile"})
         self.profile = None
+        self._profile_spec = parsed.profile
         if parsed.profile is not None:
             try:
                 self.profile = load_profile(parsed.profile)
@@ -385,6 +386,10 @@ class ProceduralRenderer(BaseRenderer):
         """What decides the pixels: goes into the dataset fingerprint (and the `renderer` column)."""
         profile = {} if self.profile is None else self.profile.identity()
         return {"backend": "procedural", "version": ALGORITHM_VERSION, **self.options, **profile}
+
+    def input_locations(self) -> list[tuple[str, ...]]:
+        """A profile given as a path: its sha256 is in the identity."""
+        return [] if self.profile is None or self._profile_spec in SHIPPED_PROFILES else [("profile",)]
 
     def render(self, items: list[RenderItem]) -> list[np.ndarray]:
         images = []

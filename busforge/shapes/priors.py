@@ -321,6 +321,11 @@ def _parse_prior(text: str, source: str) -> CalibratedPrior:
         ) from None
 
 
+def is_named_prior(spec: str) -> bool:
+    """A built-in prior (birads, or a shipped one), as opposed to a path to a JSON file."""
+    return spec == "birads" or spec in SHIPPED_PRIORS
+
+
 def load_prior(spec: str) -> ShapePrior:
     """Resolve a recipe's `shape_prior`.
 
