@@ -8,6 +8,7 @@ Ray's start-up is the slow part on a small machine.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -112,6 +113,7 @@ def cluster():
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+        shutil.rmtree(temp, ignore_errors=True)  # the nodes' logs and sockets
 
 
 @pytest.fixture(scope="module")
