@@ -250,3 +250,27 @@ def test_the_local_engine_never_imports_ray(repo, tmp_path):
          "--set", "image_size=64", "--workers", "1", "--out", str(tmp_path / "out"), "--quiet"],
         check=True, capture_output=True, env={**os.environ, "PYTHONPATH": str(repo)},
     )  # fmt: skip
+
+
+def test_actors_build_their_renderer_with_the_plans_hints(repo, tmp_path, monkeypatch):
+    """As the local engine's renderer is, an actor's is told the plan's domains and the samples it
+    will render (what `compile: auto` and the start-up checks weigh)."""
+    from busforge.executors import ray as ray_engine
+    from busforge.planning import prepare
+    from busforge.renderers import base
+
+    prepared = prepare(load_recipe(repo / "recipes/demo.yaml", OVERRIDES))
+    hints = ray_engine.plan_hints(prepared.jobs, actors=3)
+    assert hints.domains == {"busi"}
+    assert hints.samples == -(-len(prepared.plan.specs) // 3)
+
+    told: dict = {}
+    make_renderer = base.make_renderer
+
+    def spy(*args, **kwargs):
+        told.update(kwargs)
+        return make_renderer(*args, **kwargs)
+
+    monkeypatch.setattr(base, "make_renderer", spy)
+    ray_engine.ShardRenderer(prepared.recipe, str(tmp_path), "probe", 1, prepared.renderer.identity(), hints)
+    assert told == {"domains": {"busi"}, "samples": hints.samples}

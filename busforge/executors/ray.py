@@ -12,6 +12,7 @@ filesystem every node sees: each actor checks it at start-up.
 
 from __future__ import annotations
 
+import math
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -43,10 +44,27 @@ def import_ray():
     return ray
 
 
+@dataclass(frozen=True)
+class PlanHints:
+    """What an actor's renderer is told of the plan, as the local engine's is: the domains, and the
+    samples this actor will render (e.g. `compile: auto` weighs its cost against them)."""
+
+    domains: set[str]
+    samples: int
+
+
+def plan_hints(jobs: list[ShardJob], actors: int) -> PlanHints:
+    samples = sum(len(job.specs or []) for job in jobs)
+    domains = {spec.domain for job in jobs for spec in job.specs or []}
+    return PlanHints(domains, math.ceil(samples / max(actors, 1)))
+
+
 class ShardRenderer:
     """One Ray actor: loads the renderer once, renders whole shards into the staging folder."""
 
-    def __init__(self, recipe: Recipe, out_dir: str, probe: str, threads: int, identity: dict) -> None:
+    def __init__(
+        self, recipe: Recipe, out_dir: str, probe: str, threads: int, identity: dict, hints: PlanHints
+    ) -> None:
         from busforge.executors.local import RowSource
         from busforge.renderers.base import make_renderer
 
@@ -54,7 +72,12 @@ class ShardRenderer:
         self.probe = probe
         self.recipe = recipe
         renderer = make_renderer(
-            recipe.renderer.backend, recipe.renderer.options, recipe.image_size, recipe.source
+            recipe.renderer.backend,
+            recipe.renderer.options,
+            recipe.image_size,
+            recipe.source,
+            domains=hints.domains,
+            samples=hints.samples,
         )
         self.mismatch = renderer.identity() != identity  # e.g. another device resolved on this node
         self.source = None if self.mismatch else RowSource(recipe, renderer, workers=1, threads=threads)
@@ -200,8 +223,10 @@ def _render_on_actors(
     (staging.dir / probe).write_text("busforge: every Ray node must see this folder\n")
     actor_class = ray.remote(ShardRenderer).options(scheduling_strategy="SPREAD", **options)
 
+    hints = plan_hints(jobs, n)
+
     def start_actor():
-        return actor_class.remote(recipe, str(staging.out_dir), probe, threads, renderer.identity())
+        return actor_class.remote(recipe, str(staging.out_dir), probe, threads, renderer.identity(), hints)
 
     queue = list(jobs)
     tries = {job.index: 0 for job in jobs}
