@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
 from importlib import resources
 from pathlib import Path
 
@@ -80,14 +81,16 @@ def main() -> None:
             args.busbra, sorted(json.loads((args.busbra / "busforge.json").read_text())["splits"])
         )
         result["busbra"] = {}
+        lesions = [(m, labels) for _, m, labels in cases if m is not None]
+        # Drawn at BUS-BRA's own resolution: outlines lose solidity to pixelation on smaller masks.
+        side = round(statistics.median(math.sqrt(m.shape[0] * m.shape[1]) for m, _ in lesions))
+        result["busbra_image_size"] = side
         print(
-            f"\nshipped busi prior ({args.draws} drawn at {args.image_size}²) vs BUS-BRA masks ({args.busbra})"
+            f"\nshipped busi prior ({args.draws} drawn at {side}², BUS-BRA's median) vs BUS-BRA masks ({args.busbra})"
         )
         for pathology in ("benign", "malignant"):
-            real = real_stats(
-                [m for _, m, labels in cases if m is not None and labels["pathology"] == pathology]
-            )
-            row = ks_table(drawn_stats(prior, pathology, args.draws, args.image_size), real)
+            real = real_stats([m for m, labels in lesions if labels["pathology"] == pathology])
+            row = ks_table(drawn_stats(prior, pathology, args.draws, side), real)
             result["busbra"][pathology] = row
             print(f"{pathology:<10} n={len(real):<4} " + " ".join(f"{n}={row[n]:.3f}" for n in STAT_NAMES))
     if args.json:
