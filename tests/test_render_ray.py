@@ -253,24 +253,23 @@ def test_the_local_engine_never_imports_ray(repo, tmp_path):
 
 
 def test_actors_build_their_renderer_with_the_plans_hints(repo, tmp_path, monkeypatch):
-    """As the local engine's renderer is, an actor's is told the plan's domains and the samples it
-    will render (what `compile: auto` and the start-up checks weigh)."""
+    """An actor's renderer is told what the local engine's is (the whole plan's domains and size,
+    which `compile: auto` and the start-up checks weigh), so both decide alike."""
     from busforge.executors import ray as ray_engine
     from busforge.planning import prepare
     from busforge.renderers import base
 
-    prepared = prepare(load_recipe(repo / "recipes/demo.yaml", OVERRIDES))
-    hints = ray_engine.plan_hints(prepared.jobs, actors=3)
-    assert hints.domains == {"busi"}
-    assert hints.samples == -(-len(prepared.plan.specs) // 3)
-
-    told: dict = {}
+    told: list[dict] = []
     make_renderer = base.make_renderer
 
     def spy(*args, **kwargs):
-        told.update(kwargs)
+        told.append(kwargs)
         return make_renderer(*args, **kwargs)
 
     monkeypatch.setattr(base, "make_renderer", spy)
+    monkeypatch.setattr("busforge.planning.make_renderer", spy)
+    prepared = prepare(load_recipe(repo / "recipes/demo.yaml", OVERRIDES))
+    hints = ray_engine.plan_hints(prepared.plan)
     ray_engine.ShardRenderer(prepared.recipe, str(tmp_path), "probe", 1, prepared.renderer.identity(), hints)
-    assert told == {"domains": {"busi"}, "samples": hints.samples}
+    local, actor = told
+    assert actor == local == {"domains": {"busi"}, "samples": 120}

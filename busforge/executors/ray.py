@@ -12,7 +12,6 @@ filesystem every node sees: each actor checks it at start-up.
 
 from __future__ import annotations
 
-import math
 import os
 import uuid
 from dataclasses import dataclass, field
@@ -46,17 +45,16 @@ def import_ray():
 
 @dataclass(frozen=True)
 class PlanHints:
-    """What an actor's renderer is told of the plan, as the local engine's is: the domains, and the
-    samples this actor will render (e.g. `compile: auto` weighs its cost against them)."""
+    """What an actor's renderer is told of the plan: exactly what the local engine's renderer is
+    told (the whole plan's domains and size), so that it decides alike (e.g. `compile: auto`) and
+    the bytes do not depend on the engine or the number of workers."""
 
     domains: set[str]
     samples: int
 
 
-def plan_hints(jobs: list[ShardJob], actors: int) -> PlanHints:
-    samples = sum(len(job.specs or []) for job in jobs)
-    domains = {spec.domain for job in jobs for spec in job.specs or []}
-    return PlanHints(domains, math.ceil(samples / max(actors, 1)))
+def plan_hints(plan) -> PlanHints:
+    return PlanHints({spec.domain for spec in plan.specs}, len(plan.specs))
 
 
 class ShardRenderer:
@@ -192,7 +190,15 @@ def run_render_ray(
                 ray.init(address=address, log_to_driver=not quiet, include_dashboard=False)
             try:
                 found, nodes, retried = _render_on_actors(
-                    ray, prepared.renderer, recipe, staging, synthetic, ray_workers, gpus_per_worker, progress
+                    ray,
+                    prepared.renderer,
+                    plan_hints(prepared.plan),
+                    recipe,
+                    staging,
+                    synthetic,
+                    ray_workers,
+                    gpus_per_worker,
+                    progress,
                 )
                 records += found
             finally:
@@ -213,7 +219,15 @@ def run_render_ray(
 
 
 def _render_on_actors(
-    ray, renderer, recipe, staging: Staging, jobs: list[ShardJob], workers, gpus_per_worker, progress
+    ray,
+    renderer,
+    hints: PlanHints,
+    recipe,
+    staging: Staging,
+    jobs: list[ShardJob],
+    workers,
+    gpus_per_worker,
+    progress,
 ) -> tuple[list[ShardRecord], dict[str, str], int]:
     from ray.exceptions import RayActorError, RayTaskError
 
@@ -222,8 +236,6 @@ def _render_on_actors(
     probe = f".probe-{uuid.uuid4().hex}"
     (staging.dir / probe).write_text("busforge: every Ray node must see this folder\n")
     actor_class = ray.remote(ShardRenderer).options(scheduling_strategy="SPREAD", **options)
-
-    hints = plan_hints(jobs, n)
 
     def start_actor():
         return actor_class.remote(recipe, str(staging.out_dir), probe, threads, renderer.identity(), hints)
