@@ -45,7 +45,8 @@ REAL_SOURCES = {
   journal = {Data in Brief},
   volume  = {28},
   pages   = {104863},
-  year    = {2020}
+  year    = {2020},
+  doi     = {10.1016/j.dib.2019.104863}
 }""",
         "the terms of the BUSI copy you obtained (published with the paper for research use); cite the paper",
     ),
@@ -60,31 +61,40 @@ REAL_SOURCES = {
   volume  = {22},
   number  = {4},
   pages   = {1218--1226},
-  year    = {2018}
+  year    = {2018},
+  doi     = {10.1109/JBHI.2017.2731873}
 }""",
         "the research licence agreement under which the authors release Dataset B (redistribution may "
         "need their permission); cite the paper",
     ),
     "stu": RealSource(
         "STU-Hospital",
-        "Zhuang et al. An RDAU-NET model for lesion segmentation in breast ultrasound images. PLoS ONE (2019)",
+        "Zhuang et al. An RDAU-NET model for lesion segmentation in breast ultrasound images. "
+        "PLoS ONE 14(8):e0221535 (2019)",
         """@article{zhuang2019stu,
   title   = {An {RDAU-NET} model for lesion segmentation in breast ultrasound images},
-  author  = {Zhuang, Zhemin and others},
+  author  = {Zhuang, Zhemin and Li, Nan and Raj, Alex Noel Joseph and Mahesh, Vijayalakshmi G. V. and Qiu, Shunmin},
   journal = {PLoS ONE},
-  year    = {2019}
+  volume  = {14},
+  number  = {8},
+  pages   = {e0221535},
+  year    = {2019},
+  doi     = {10.1371/journal.pone.0221535}
 }""",
         "the terms of the STU-Hospital copy you obtained; cite the paper",
     ),
     "busbra": RealSource(
         "BUS-BRA",
         "Gómez-Flores, Gregorio-Calas, Pereira. BUS-BRA: a breast ultrasound dataset for assessing "
-        "computer-aided diagnosis systems. Medical Physics (2023)",
+        "computer-aided diagnosis systems. Medical Physics 51(4):3110-3123 (2024)",
         """@article{gomezflores2023busbra,
   title   = {{BUS-BRA}: A Breast Ultrasound Dataset for Assessing Computer-aided Diagnosis Systems},
   author  = {G{\\'o}mez-Flores, Wilfrido and Gregorio-Calas, Maria Julia and de Albuquerque Pereira, Wagner Coelho},
   journal = {Medical Physics},
-  year    = {2023}
+  volume  = {51},
+  number  = {4},
+  pages   = {3110--3123},
+  year    = {2024}
 }""",
         "its MIT-style licence (the dataset's LICENSE.txt: keep the copyright notice; works using it must "
         "cite the article)",
