@@ -8,7 +8,7 @@ shipped `busi` prior against BUS-BRA's masks (an imported dataset), per patholog
 
 Run:
     python benchmarks/shape_holdout.py [--masks ../shared/data/busi_masks_calib]
-        [--busbra data/real/busbra] [--draws 500] [--image-size 512]
+        [--busbra data/real/busbra] [--draws 500] [--image-size 512] [--floor]
 """
 
 from __future__ import annotations
@@ -30,12 +30,53 @@ from busforge.evaluate.shape_holdout import (
     worst,
 )
 from busforge.shapes.calibrate import _case_masks, collect_masks
-from busforge.shapes.stats import STAT_NAMES
+from busforge.shapes.stats import STAT_NAMES, shape_stats
 
 
 def critical(n: int, m: int, alpha: float = 0.05) -> float:
     """Two-sample KS critical value (asymptotic) for sizes n and m."""
     return math.sqrt(-0.5 * math.log(alpha / 2)) * math.sqrt((n + m) / (n * m))
+
+
+SIZE_BANDS = ((0.0, 0.2), (0.2, 0.3), (0.3, 1.0))
+
+
+def floor_diagnosis(fit_on: list, pathology: str, draws: int, image_size: int) -> None:
+    """Why smooth lesions miss: how many draws come out at zero deformation (where only the shape
+    model's edge jitter sets solidity), and drawn vs real medians by size, with the jitter as
+    shipped and at half strength (what a size-aware jitter would change)."""
+    import numpy as np
+
+    from busforge.shapes import lesion
+    from busforge.shapes.calibrate import fit_prior_from_masks
+    from busforge.shapes.priors import CalibratedPrior
+
+    sampler = CalibratedPrior(fit_prior_from_masks({pathology: fit_on}, "half", "half"), "half", "half")
+    bins = sampler.size_bins(pathology)
+    size_range = (bins["small"][0], bins["large"][1])
+    real = real_stats(fit_on)
+    shipped_roughness = lesion.ROUGHNESS
+    for roughness in (shipped_roughness, shipped_roughness / 2):
+        lesion.ROUGHNESS = roughness
+        rows = []
+        for index in range(draws):
+            params = sampler.sample(pathology, size_range, image_size, np.random.default_rng([index, 7]))
+            mask, used = lesion.draw_mask(params, image_size, index, size_range)
+            rows.append((shape_stats(mask), used.sigma == 0))
+        lesion.ROUGHNESS = shipped_roughness
+        print(
+            f"  edge jitter {roughness}: {np.mean([flat for _, flat in rows]):.0%} of draws at zero deformation"
+        )
+        for low, high in SIZE_BANDS:
+            drawn = [s for s, _ in rows if low <= s.size < high]
+            seen = [s for s in real if low <= s.size < high]
+            if drawn and seen:
+                print(
+                    f"    size {low:.1f}-{high:.1f}: solidity drawn {np.median([s.solidity for s in drawn]):.4f} "
+                    f"real {np.median([s.solidity for s in seen]):.4f}; circularity drawn "
+                    f"{np.median([s.circularity for s in drawn]):.3f} real {np.median([s.circularity for s in seen]):.3f}"
+                    f" (n {len(drawn)} / {len(seen)})"
+                )
 
 
 def main() -> None:
@@ -46,6 +87,9 @@ def main() -> None:
     parser.add_argument("--draws", type=int, default=DRAWS)
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--floor", action="store_true", help="also diagnose benign solidity (draws at zero deformation)"
+    )
     args = parser.parse_args()
 
     files = collect_masks([args.masks])
@@ -72,6 +116,11 @@ def main() -> None:
     value, where = worst(table)
     print(f"worst held-out KS: {value:.3f} ({where})")
     result["worst"] = {"ks": value, "where": where}
+
+    if args.floor:
+        for name, half in (("A", first), ("B", second)):
+            print(f"\nbenign prior fitted on half {name}, {args.draws} draws at {args.image_size}²:")
+            floor_diagnosis(half["benign"], "benign", args.draws, args.image_size)
 
     if args.busbra is not None:
         from busforge.renderers.profile import dataset_cases
