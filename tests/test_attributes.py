@@ -82,3 +82,66 @@ def test_fitted_ellipse_matches_the_drawn_one():
     assert (shape["cx"], shape["cy"]) == (pytest.approx(70, abs=0.5), pytest.approx(90, abs=0.5))
     assert shape["sigma"] is None
     assert relative_size(mask) == pytest.approx(shape_stats(mask).size)
+
+
+def _whole_window_measures(image: np.ndarray, mask: np.ndarray) -> dict[str, float]:
+    """The measures as first written (distance transforms, smoothing and Sobel over the lesion's
+    whole window): `measure` computes them on the lesion's core only and must agree exactly."""
+    area = int(mask.sum())
+    ring = max(2, round(0.15 * np.sqrt(area / np.pi)))
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    margin = 2 * ring + 4
+    window = (
+        slice(max(rows[0] - margin, 0), rows[-1] + margin + 1),
+        slice(max(cols[0] - margin, 0), cols[-1] + margin + 1),
+    )
+    lesion = mask[window]
+    depth_in, depth_out = ndimage.distance_transform_edt(lesion), ndimage.distance_transform_edt(~lesion)
+    interior = depth_in > ring
+    interior = interior if interior.sum() >= 16 else lesion
+    inner = (depth_in > ring) & (depth_in <= 2 * ring)
+    inner = inner if inner.any() else lesion
+    outer = (depth_out > ring) & (depth_out <= 2 * ring)
+    contour = (depth_in == 1) | (depth_out == 1)
+    lo, hi = np.percentile(image, [1, 99])
+    raw = image[window].astype(np.float32) / (float(hi - lo) if hi > lo else 1.0)
+    smooth = ndimage.gaussian_filter(raw, 1.5)
+    inner_level = float(raw[inner].mean())
+    contrast = float(abs(float(raw[outer].mean()) - inner_level)) if outer.any() else 0.0
+    gradient = np.hypot(ndimage.sobel(smooth, axis=0), ndimage.sobel(smooth, axis=1)) / 8.0
+    return {
+        "echo_heterogeneity": float(smooth[interior].std()),
+        "boundary_contrast": contrast,
+        "boundary_sharpness": float(gradient[contour].mean()) / max(contrast, 0.02),
+    }
+
+
+def test_measures_on_the_lesion_core_equal_the_whole_window_ones():
+    rng = np.random.default_rng(3)
+    for case in range(60):
+        height, width = (int(n) for n in rng.integers(16, 160, 2))
+        field = ndimage.gaussian_filter(rng.standard_normal((height, width)), rng.uniform(1, 8))
+        mask = field > rng.uniform(0.0, 0.3)
+        if case % 5 == 0:  # a lesion cut by the image's edge: the filters reflect there
+            mask[:] = False
+            mask[: height // 3, : width // 2] = True
+        if not mask.any():
+            continue
+        image = rng.uniform(0, 255, (height, width))
+        image = ndimage.gaussian_filter(image, 2).astype(np.uint8) if case % 2 else image.astype(np.uint8)
+        assert measure(image, mask).as_dict() == _whole_window_measures(image, mask), case
+
+
+def test_measures_of_real_lesions_are_unchanged(shared_data):
+    from PIL import Image
+
+    masks = sorted((shared_data / "busi_odd_256" / "Dataset_BUSI_with_GT").glob("*/*_mask.png"))[::12]
+    checked = 0
+    for mask_path in masks:
+        image_path = mask_path.with_name(mask_path.name.replace("_mask", ""))
+        image = np.asarray(Image.open(image_path).convert("L"))
+        mask = np.asarray(Image.open(mask_path).convert("L")) > 127
+        if mask.shape == image.shape and mask.any():
+            assert measure(image, mask).as_dict() == _whole_window_measures(image, mask), mask_path.name
+            checked += 1
+    assert checked >= 20

@@ -260,3 +260,23 @@ def test_profile_and_prior_paths_resolve_from_the_working_directory(tmp_path, mo
     run_render(load_recipe(recipe), out_dir=tmp_path / "out", quiet=True)
     manifest = json.loads((tmp_path / "out" / "busforge.json").read_text())
     assert "profile_sha256" in json.dumps(manifest)
+
+
+def test_enforcement_dynamic_range_equals_the_measures_own():
+    from busforge.dataset.attributes import dynamic_range
+    from busforge.renderers.attribute_look import _SubsampleRange
+
+    rng = np.random.default_rng(5)
+    for case in range(200):
+        height, width = (int(n) for n in rng.integers(16, 300, 2))
+        image = (rng.uniform(0, 255, (height, width)) ** rng.uniform(0.5, 2)).astype(np.float32)
+        image = np.round(image) if case % 3 == 0 else image  # ties
+        top, left = int(rng.integers(0, height)), int(rng.integers(0, width))
+        box = (
+            slice(top, int(rng.integers(top, height + 1))),
+            slice(left, int(rng.integers(left, width + 1))),
+        )
+        tracked = _SubsampleRange(image, box)
+        for _ in range(3):  # only the box changes between calls, as in enforce_attributes
+            assert tracked() == dynamic_range(image[::2, ::2]), case
+            image[box] = image[box] * np.float32(rng.uniform(0.5, 1.5)) + np.float32(rng.uniform(-30, 30))

@@ -78,6 +78,13 @@ class LesionGeometry:
     inner: np.ndarray  # band one to two ring widths inside the edge
     outer: np.ndarray  # band one to two ring widths outside the edge
     contour: np.ndarray  # the pixels on both sides of the edge
+    # The smoothed field is needed on the lesion and its contour only: `core` (inside the window)
+    # is the lesion's bounding box grown by the smoothing's reach, `core_interior` the echo pixels
+    # in it, and `contour_taps` the flat indices (in the core) of each contour pixel's 3x3
+    # neighbourhood, clamped at the core's edges as the filters' reflect mode does.
+    core: tuple[slice, slice]
+    core_interior: np.ndarray
+    contour_taps: np.ndarray  # 3 x 3 x contour pixels
 
 
 @dataclass(frozen=True)
@@ -91,6 +98,27 @@ class MeasureParts:
     edge_gradient: float  # mean smoothed gradient magnitude on the contour
 
 
+# Gaussian smoothing's radius (scipy: truncate 4) plus the Sobel's pixel plus the outer contour pixel.
+_CORE_MARGIN = int(4.0 * SMOOTH_SIGMA + 0.5) + 2
+
+
+def _grown(box: tuple[slice, slice], by: int, shape: tuple[int, ...]) -> tuple[slice, slice]:
+    """BOX grown by BY pixels on each side, inside an array of SHAPE."""
+    return tuple(slice(max(s.start - by, 0), min(s.stop + by, n)) for s, n in zip(box, shape, strict=True))
+
+
+def _distance_inside(lesion: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
+    """`distance_transform_edt(lesion)`, computed on the lesion's bounding box BOX grown by one pixel.
+
+    The nearest outside pixel of a lesion pixel is never beyond that ring (the ring is outside,
+    and a pixel beyond it projects onto it at no greater distance), so the values are the same.
+    """
+    depth = np.zeros(lesion.shape, np.float64)
+    crop = _grown(box, 1, lesion.shape)
+    depth[crop] = ndimage.distance_transform_edt(lesion[crop])
+    return depth
+
+
 def lesion_geometry(mask: np.ndarray) -> LesionGeometry | None:
     """The lesion's window and bands (module docstring), or None when the mask is empty."""
     mask = np.asarray(mask, dtype=bool)
@@ -101,12 +129,11 @@ def lesion_geometry(mask: np.ndarray) -> LesionGeometry | None:
     # Work on the lesion's neighbourhood only: the cost does not grow with the image.
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     margin = 2 * ring + 4
-    window = (
-        slice(max(rows[0] - margin, 0), rows[-1] + margin + 1),
-        slice(max(cols[0] - margin, 0), cols[-1] + margin + 1),
-    )
+    top, left = max(rows[0] - margin, 0), max(cols[0] - margin, 0)
+    window = (slice(top, rows[-1] + margin + 1), slice(left, cols[-1] + margin + 1))
     lesion = mask[window]
-    depth_in = ndimage.distance_transform_edt(lesion)
+    box = (slice(rows[0] - top, rows[-1] + 1 - top), slice(cols[0] - left, cols[-1] + 1 - left))
+    depth_in = _distance_inside(lesion, box)
     depth_out = ndimage.distance_transform_edt(~lesion)
     interior = depth_in > ring
     interior = interior if interior.sum() >= 16 else lesion
@@ -115,7 +142,40 @@ def lesion_geometry(mask: np.ndarray) -> LesionGeometry | None:
     inner = inner if inner.any() else lesion
     outer = (depth_out > ring) & (depth_out <= 2 * ring)
     contour = (depth_in == 1) | (depth_out == 1)
-    return LesionGeometry(window, ring, lesion, depth_in, depth_out, interior, inner, outer, contour)
+    core = _grown(box, _CORE_MARGIN, lesion.shape)
+    core_shape = (core[0].stop - core[0].start, core[1].stop - core[1].start)
+    at_rows, at_cols = np.nonzero(contour[core])  # row-major: the order boolean indexing gives
+    steps = np.array([-1, 0, 1])
+    tap_rows = np.clip(at_rows[None, None, :] + steps[:, None, None], 0, core_shape[0] - 1)
+    tap_cols = np.clip(at_cols[None, None, :] + steps[None, :, None], 0, core_shape[1] - 1)
+    contour_taps = tap_rows * core_shape[1] + tap_cols
+    return LesionGeometry(
+        window, ring, lesion, depth_in, depth_out, interior, inner, outer, contour,
+        core, interior[core], contour_taps,
+    )  # fmt: skip
+
+
+def smoothed_core(field: np.ndarray, geometry: LesionGeometry) -> np.ndarray:
+    """The measures' smoothing of a window-sized FIELD, on the geometry's core only.
+
+    The same values as smoothing the whole window where the measures read them: the core reaches
+    the smoothing's radius beyond them, or the window's edge, where the filter reflects alike.
+    """
+    return ndimage.gaussian_filter(field[geometry.core], SMOOTH_SIGMA)
+
+
+def contour_gradient(smooth: np.ndarray, geometry: LesionGeometry) -> float:
+    """Mean Sobel gradient magnitude (/8) of a `smoothed_core` field over the contour pixels.
+
+    The same arithmetic as `ndimage.sobel` (the derivative rounded to the field's dtype, then its
+    [1, 2, 1] sum in double), taken at the contour pixels only.
+    """
+    taps = smooth.ravel()[geometry.contour_taps]  # [row step, column step, pixel]
+    down = (taps[2] - taps[0]).astype(np.float64)  # derivative along rows, per column step
+    across = (taps[:, 2] - taps[:, 0]).astype(np.float64)  # along columns, per row step
+    along_rows = (2.0 * down[1] + (down[0] + down[2])).astype(smooth.dtype)
+    along_cols = (2.0 * across[1] + (across[0] + across[2])).astype(smooth.dtype)
+    return float((np.hypot(along_rows, along_cols) / 8.0).mean())
 
 
 def dynamic_range(image: np.ndarray) -> float:
@@ -131,13 +191,12 @@ def measure_parts(image: np.ndarray, geometry: LesionGeometry, scale: float | No
     """
     scale = dynamic_range(image) if scale is None else scale
     raw = np.asarray(image)[geometry.window].astype(np.float32) / scale
-    smooth = ndimage.gaussian_filter(raw, SMOOTH_SIGMA)
-    echo = float(smooth[geometry.interior].std())
+    smooth = smoothed_core(raw, geometry)
+    echo = float(smooth[geometry.core_interior].std())
     inner = float(raw[geometry.inner].mean())
     outer = float(raw[geometry.outer].mean()) if geometry.outer.any() else None
     contrast = float(abs(outer - inner)) if outer is not None else 0.0
-    gradient = np.hypot(ndimage.sobel(smooth, axis=0), ndimage.sobel(smooth, axis=1)) / 8.0
-    edge = float(gradient[geometry.contour].mean())
+    edge = contour_gradient(smooth, geometry)
     sharpness = edge / max(contrast, MIN_CONTRAST)
     return MeasureParts(Measures(echo, contrast, sharpness), scale, inner, outer, edge)
 

@@ -31,11 +31,12 @@ from scipy import ndimage
 
 from busforge.dataset.attributes import (
     MIN_CONTRAST,
-    SMOOTH_SIGMA,
     LesionGeometry,
+    contour_gradient,
     dynamic_range,
     lesion_geometry,
     measure_parts,
+    smoothed_core,
 )
 
 MARGIN = 1.15  # target beyond the threshold without a record's own measure
@@ -60,11 +61,58 @@ def _box(weight: np.ndarray, window: tuple[slice, slice]) -> tuple[slice, slice]
     )
 
 
-def _edge_gradient_of(field: np.ndarray, contour: np.ndarray) -> float:
+class _SubsampleRange:
+    """`dynamic_range(image[::STEP, ::STEP])`, again and again while only `image[box]` changes.
+
+    The same value, cheaper: the percentiles need only a few order statistics, and the fixed
+    pixels' candidates for them (their smallest and largest few) are found once; each call then
+    ranks those with the box's pixels. Interpolated as numpy's default ('linear') percentile does.
+    """
+
+    STEP = 2
+    LEVELS = (0.01, 0.99)  # dynamic_range's 1st and 99th percentiles
+
+    def __init__(self, image: np.ndarray, box: tuple[slice, slice]):
+        self.image = image
+        subsample = image[:: self.STEP, :: self.STEP]
+        self.count = subsample.size
+        # The box's pixels in the subsample: its rows and columns that are multiples of STEP.
+        self.box = tuple(slice(-(-s.start // self.STEP), -(-s.stop // self.STEP)) for s in box)
+        virtual = (self.count - 1) * np.asarray(self.LEVELS)
+        self.below = np.floor(virtual).astype(np.intp)  # the order statistics interpolated between
+        self.gamma = virtual - self.below
+        fixed_mask = np.ones(subsample.shape, bool)
+        fixed_mask[self.box] = False
+        fixed = subsample[fixed_mask]
+        lowest = int(self.below[0]) + 2  # ranks 0 .. below[0] + 1
+        highest = self.count - int(self.below[1])  # ranks below[1] .. count - 1
+        self.candidates = None
+        if self.below[1] + 1 < self.count and lowest + highest <= fixed.size:
+            ranked = np.partition(fixed, [lowest - 1, fixed.size - highest])
+            self.candidates = (ranked[:lowest], ranked[fixed.size - highest :])
+
+    def __call__(self) -> float:
+        if self.candidates is None:
+            return dynamic_range(self.image[:: self.STEP, :: self.STEP])
+        lowest, highest = self.candidates
+        changing = self.image[:: self.STEP, :: self.STEP][self.box].ravel()
+        pool = np.concatenate([lowest, changing, highest])
+        # A rank counted from the top is the same in the pool as in the whole subsample.
+        ranks = np.concatenate([self.below[:1], self.below[1:] - (self.count - pool.size)])
+        ranked = np.partition(pool, np.concatenate([ranks, ranks + 1]))
+        lo, hi = (_lerp(ranked[r], ranked[r + 1], g) for r, g in zip(ranks, self.gamma, strict=True))
+        return float(hi - lo) if hi > lo else 1.0
+
+
+def _lerp(a: np.floating, b: np.floating, gamma: float) -> np.floating:
+    """numpy's percentile interpolation between neighbouring order statistics A and B."""
+    step = b - a
+    return b - step * (1.0 - gamma) if gamma >= 0.5 else a + step * gamma
+
+
+def _edge_gradient_of(field: np.ndarray, geometry: LesionGeometry) -> float:
     """Mean gradient magnitude on the contour after the measure's smoothing (as attributes.measure)."""
-    smooth = ndimage.gaussian_filter(field, SMOOTH_SIGMA)
-    gradient = np.hypot(ndimage.sobel(smooth, axis=0), ndimage.sobel(smooth, axis=1)) / 8.0
-    return float(gradient[contour].mean())
+    return contour_gradient(smoothed_core(field, geometry), geometry)
 
 
 def enforce_attributes(
@@ -100,42 +148,49 @@ def enforce_attributes(
     )
     region = image[box]
     soft = weight[box].astype(np.float32)
-    crisp_mask = np.zeros(region.shape, np.float32)
-    crisp_mask[inner_window] = geometry.lesion
     inside = soft > 0.5
-    # The crispening field: +1 just inside the edge fading to 0 a ring width away, -1 just outside.
-    lesion = geometry.lesion.astype(np.float32)
-    sigma = max(1.0, CRISP_WIDTH * geometry.ring)
-    crispen = np.zeros(region.shape, np.float32)
-    crisp_gain = step_gain = 0.0
-    if boundary == "clear":
-        crispen[inner_window] = lesion - ndimage.gaussian_filter(lesion, sigma, mode="nearest")
-        crisp_gain = _edge_gradient_of(crispen[inner_window], geometry.contour)
-        step_gain = _edge_gradient_of(lesion, geometry.contour)  # the same for a unit step at the edge
     # Tissue just around the lesion (moved when the lesion itself cannot move further).
-    around = np.zeros(region.shape, np.float32)
-    around[inner_window] = np.clip(3.0 - geometry.depth_out / geometry.ring, 0.0, 1.0) * (~geometry.lesion)
-    # How much of a soft-membership shift reaches the inner band rather than the outer one.
-    soft_window = soft[inner_window]
-    soft_reach = float(soft_window[geometry.inner].mean()) - (
-        float(soft_window[geometry.outer].mean()) if geometry.outer.any() else 0.0
-    )
-    soft_reach = max(soft_reach, MIN_SOFT_REACH)
-    soft_around = np.zeros(region.shape, np.float32)
-    soft_around[inner_window] = np.clip(3.0 - geometry.depth_out / geometry.ring, 0.0, 1.0)
-    soft_around *= 1.0 - soft
-
-    # The edge zone an unclear margin is blurred in (nothing of it reaches the contrast's bands).
-    distance = np.where(geometry.lesion, geometry.depth_in, geometry.depth_out)
-    edge_zone = np.clip(1.0 - distance / geometry.ring, 0.0, 1.0).astype(np.float32)
+    near = np.clip(3.0 - geometry.depth_out / geometry.ring, 0.0, 1.0)
+    clear = boundary == "clear"
+    crisp_gain = step_gain = 0.0
+    if clear:
+        # The lesion's level moves by a step at the mask's edge, and the tissue around it alike.
+        shift_field = np.zeros(region.shape, np.float32)
+        shift_field[inner_window] = geometry.lesion
+        tissue_field = np.zeros(region.shape, np.float32)
+        tissue_field[inner_window] = near * (~geometry.lesion)
+        reach = 1.0
+        # The crispening field: +1 just inside the edge fading to 0 a ring width away, -1 just outside.
+        lesion = geometry.lesion.astype(np.float32)
+        sigma = max(1.0, CRISP_WIDTH * geometry.ring)
+        crispen = np.zeros(region.shape, np.float32)
+        crispen[inner_window] = lesion - ndimage.gaussian_filter(lesion, sigma, mode="nearest")
+        crisp_gain = _edge_gradient_of(crispen[inner_window], geometry)
+        step_gain = _edge_gradient_of(lesion, geometry)  # the same for a unit step at the edge
+    else:
+        # An unclear lesion moves through its soft membership, the tissue around it outside that.
+        shift_field = soft
+        tissue_field = np.zeros(region.shape, np.float32)
+        tissue_field[inner_window] = near
+        tissue_field *= 1.0 - soft
+        # How much of a soft-membership shift reaches the inner band rather than the outer one.
+        soft_window = soft[inner_window]
+        reach = float(soft_window[geometry.inner].mean()) - (
+            float(soft_window[geometry.outer].mean()) if geometry.outer.any() else 0.0
+        )
+        reach = max(reach, MIN_SOFT_REACH)
+        # The edge zone an unclear margin is blurred in (nothing of it reaches the contrast's bands).
+        distance = np.where(geometry.lesion, geometry.depth_in, geometry.depth_out)
+        edge_zone = np.clip(1.0 - distance / geometry.ring, 0.0, 1.0).astype(np.float32)
 
     echo_wanted, contrast_wanted, sharp_wanted = _targets(thresholds, target or {}, echogenicity, boundary)
     blurred = False
     last_echo = last_gain = None
     efficiency = 1.0  # how much of a texture gain shows in the measure (less where pixels clip)
+    # The dynamic range (the measures' unit) from a regular subsample: 4x cheaper, close enough.
+    subsample_range = _SubsampleRange(image, box)
     for attempt in range(PASSES):
-        # The dynamic range (the measures' unit) from a regular subsample: 4x cheaper, close enough.
-        parts = measure_parts(image, geometry, dynamic_range(image[::2, ::2]))
+        parts = measure_parts(image, geometry, subsample_range())
         measures, scale = parts.measures, parts.scale
         changed = False
         reads_clear = (
@@ -151,18 +206,17 @@ def enforce_attributes(
         outer = parts.outer_level if parts.outer_level is not None else parts.inner_level
         contrast = outer - parts.inner_level
         darken = 0.0  # how much darker the lesion (or brighter its surroundings) gets, grey levels
-        if _off(contrast, contrast_wanted, thresholds["boundary_contrast"], boundary == "clear"):
+        if _off(contrast, contrast_wanted, thresholds["boundary_contrast"], clear):
             darken = (contrast_wanted - contrast) * scale
             changed = True
             # The lesion darkens down to DARKEST (below, its texture would clip away); the rest of
             # the contrast comes from brightening the tissue just around it.
             room = max(parts.inner_level * scale - DARKEST, 0.0)
-            reach = 1.0 if boundary == "clear" else soft_reach
             lesion_shift = darken / reach if darken < 0 else min(darken / reach, room)
             tissue_shift = (darken - lesion_shift * reach) / reach
-            region -= (crisp_mask if boundary == "clear" else soft) * np.float32(lesion_shift)
+            region -= shift_field * np.float32(lesion_shift)
             if tissue_shift > 0:
-                region += (around if boundary == "clear" else soft_around) * np.float32(tissue_shift)
+                region += tissue_field * np.float32(tissue_shift)
         np.clip(region, 0.0, 255.0, out=region)
         echo = measures.echo_heterogeneity
         if last_gain is not None and last_echo > 0 and abs(np.log(last_gain)) > 1e-3:
@@ -177,7 +231,7 @@ def enforce_attributes(
             np.clip(region, 0.0, 255.0, out=region)  # what clips is lost
             last_echo, last_gain = echo, gain
             changed = True
-        if boundary == "clear":
+        if clear:
             # A step of D at the edge adds about (its contour gradient) * D: expected edge gradient.
             edge = parts.edge_gradient + step_gain * darken / scale
             deficit = sharp_wanted * max(contrast + darken / scale, MIN_CONTRAST) - edge
