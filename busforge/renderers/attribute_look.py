@@ -62,28 +62,25 @@ def _box(weight: np.ndarray, window: tuple[slice, slice]) -> tuple[slice, slice]
 
 
 class _SubsampleRange:
-    """`dynamic_range(image[::STEP, ::STEP])`, again and again while only `image[box]` changes.
+    """`dynamic_range(image[::STEP, ::STEP])`, again and again while only `image[changing]` changes.
 
     The same value, cheaper: the percentiles need only a few order statistics, and the fixed
     pixels' candidates for them (their smallest and largest few) are found once; each call then
-    ranks those with the box's pixels. Interpolated as numpy's default ('linear') percentile does.
+    ranks those with the changing pixels. Interpolated as numpy's default ('linear') percentile does.
     """
 
     STEP = 2
     LEVELS = (0.01, 0.99)  # dynamic_range's 1st and 99th percentiles
 
-    def __init__(self, image: np.ndarray, box: tuple[slice, slice]):
+    def __init__(self, image: np.ndarray, changing: np.ndarray):
         self.image = image
+        self.changing = changing[:: self.STEP, :: self.STEP]
         subsample = image[:: self.STEP, :: self.STEP]
         self.count = subsample.size
-        # The box's pixels in the subsample: its rows and columns that are multiples of STEP.
-        self.box = tuple(slice(-(-s.start // self.STEP), -(-s.stop // self.STEP)) for s in box)
         virtual = (self.count - 1) * np.asarray(self.LEVELS)
         self.below = np.floor(virtual).astype(np.intp)  # the order statistics interpolated between
         self.gamma = virtual - self.below
-        fixed_mask = np.ones(subsample.shape, bool)
-        fixed_mask[self.box] = False
-        fixed = subsample[fixed_mask]
+        fixed = subsample[~self.changing]
         lowest = int(self.below[0]) + 2  # ranks 0 .. below[0] + 1
         highest = self.count - int(self.below[1])  # ranks below[1] .. count - 1
         self.candidates = None
@@ -92,11 +89,11 @@ class _SubsampleRange:
             self.candidates = (ranked[:lowest], ranked[fixed.size - highest :])
 
     def __call__(self) -> float:
+        subsample = self.image[:: self.STEP, :: self.STEP]
         if self.candidates is None:
-            return dynamic_range(self.image[:: self.STEP, :: self.STEP])
+            return dynamic_range(subsample)
         lowest, highest = self.candidates
-        changing = self.image[:: self.STEP, :: self.STEP][self.box].ravel()
-        pool = np.concatenate([lowest, changing, highest])
+        pool = np.concatenate([lowest, subsample[self.changing], highest])
         # A rank counted from the top is the same in the pool as in the whole subsample.
         ranks = np.concatenate([self.below[:1], self.below[1:] - (self.count - pool.size)])
         ranked = np.partition(pool, np.concatenate([ranks, ranks + 1]))
@@ -188,7 +185,11 @@ def enforce_attributes(
     last_echo = last_gain = None
     efficiency = 1.0  # how much of a texture gain shows in the measure (less where pixels clip)
     # The dynamic range (the measures' unit) from a regular subsample: 4x cheaper, close enough.
-    subsample_range = _SubsampleRange(image, box)
+    # Only the window and the soft membership's pixels change (the image is already in 0..255).
+    changing = np.zeros(image.shape, bool)
+    changing[box] = soft != 0
+    changing[window] = True
+    subsample_range = _SubsampleRange(image, changing)
     for attempt in range(PASSES):
         parts = measure_parts(image, geometry, subsample_range())
         measures, scale = parts.measures, parts.scale
