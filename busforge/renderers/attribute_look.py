@@ -38,6 +38,7 @@ from busforge.dataset.attributes import (
     measure_parts,
     smoothed_core,
 )
+from busforge.renderers.order_statistics import lerp
 
 MARGIN = 1.15  # target beyond the threshold without a record's own measure
 MIN_MARGIN = 1.06  # a record's measure is held at least this far beyond the threshold
@@ -97,14 +98,8 @@ class _SubsampleRange:
         # A rank counted from the top is the same in the pool as in the whole subsample.
         ranks = np.concatenate([self.below[:1], self.below[1:] - (self.count - pool.size)])
         ranked = np.partition(pool, np.concatenate([ranks, ranks + 1]))
-        lo, hi = (_lerp(ranked[r], ranked[r + 1], g) for r, g in zip(ranks, self.gamma, strict=True))
+        lo, hi = lerp(ranked[ranks], ranked[ranks + 1], self.gamma)
         return float(hi - lo) if hi > lo else 1.0
-
-
-def _lerp(a: np.floating, b: np.floating, gamma: float) -> np.floating:
-    """numpy's percentile interpolation between neighbouring order statistics A and B."""
-    step = b - a
-    return b - step * (1.0 - gamma) if gamma >= 0.5 else a + step * gamma
 
 
 def _edge_gradient_of(field: np.ndarray, geometry: LesionGeometry) -> float:

@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from busforge.renderers.order_statistics import sorted_quantile, sorted_quantiles
+
 PROFILE_FORMAT = "busforge-appearance-profile"
 PROFILE_VERSION = 2
 # How the renderer applies a profile (this module and renderers.attribute_look): in the fingerprint.
@@ -125,7 +127,7 @@ def image_record(image: np.ndarray, mask: np.ndarray | None, labels: dict[str, s
     step = max(1, int(np.sqrt(pixels.size / FIT_PIXELS)))
     record: dict[str, Any] = {
         **labels,
-        "quantiles": np.quantile(pixels[::step, ::step], QUANTILE_LEVELS).round(2).tolist(),
+        "quantiles": sorted_quantiles(pixels[::step, ::step], QUANTILE_LEVELS).round(2).tolist(),
         "depth": depth_profile(pixels).round(4).tolist(),
     }
     if mask is not None and mask.any():
@@ -359,7 +361,7 @@ def apply_profile(
     out *= _band_curve(target / np.maximum(current, 1e-3), height)[:, None]
     # 2. Grey-level histogram: monotone map of the image's quantiles onto the record's
     # (measured on every APPLY_STEP-th pixel each way: as accurate, and 4x cheaper).
-    source_q = np.quantile(out[::APPLY_STEP, ::APPLY_STEP], QUANTILE_LEVELS)
+    source_q = sorted_quantiles(out[::APPLY_STEP, ::APPLY_STEP], QUANTILE_LEVELS)
     source_q = np.maximum.accumulate(source_q + np.arange(len(source_q)) * 1e-4)  # strictly increasing
     out = np.interp(out, source_q, np.asarray(record["quantiles"], dtype=np.float64)).astype(np.float32)
     if lesion_weight is None or "lesion_percentile" not in record:
@@ -371,7 +373,7 @@ def apply_profile(
     tissue = _tissue(lesion) if tissue is None else tissue
     sub = (slice(None, None, APPLY_STEP), slice(None, None, APPLY_STEP))
     if tissue[sub].any():
-        wanted = float(np.quantile(out[sub][tissue[sub]], float(record["lesion_percentile"])))
+        wanted = sorted_quantile(out[sub][tissue[sub]], float(record["lesion_percentile"]))
         out += lesion_weight * np.float32(wanted - float(out[lesion].mean()))
         np.clip(out, 0.0, 255.0, out=out)
     # 4. Posterior enhancement / shadowing: set the below/beside ratio to the record's.
