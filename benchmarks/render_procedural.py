@@ -14,26 +14,28 @@ interleaved: the before/after figure. Code without profiles is timed without one
 Run: python benchmarks/render_procedural.py [--repeats N] [--before DIR]
 """
 
-# One core, sized the way busforge sizes a render process (no environment variables).
-from busforge.executors.threads import limit_threads  # noqa: E402
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
 
+import numpy as np
+from scipy import signal
+
+from busforge.executors.threads import limit_threads
+from busforge.renderers import bmode, procedural
+from busforge.renderers.profile import Profile, load_profile
+
+# One core, sized the way busforge sizes a render process (no environment variables). After the
+# imports: threadpoolctl only reaches the BLAS libraries already loaded (numpy's, scipy's); called
+# before them, BLAS kept one thread per core and the anatomy's small products ran ~30x slower
+# whenever the other core was busy.
 limit_threads(1)
-
-import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import numpy as np  # noqa: E402
-from scipy import signal  # noqa: E402
-
-from busforge.renderers import bmode, procedural  # noqa: E402
-from busforge.renderers.profile import Profile, load_profile  # noqa: E402
 
 SIZE = 512
 TARGET_IMAGES_PER_S = 40.0
@@ -77,10 +79,10 @@ def time_renders(render: Callable[[int], np.ndarray], repeats: int) -> list[floa
 # Timed in a child process, by whichever busforge its PYTHONPATH holds (the API is the same).
 CHILD = """
 import json, sys, time
-from busforge.executors.threads import limit_threads
-limit_threads(1)
 import numpy as np
+from busforge.executors.threads import limit_threads
 from busforge.renderers import procedural
+limit_threads(1)  # after the imports, as above
 size, repeats, profiled = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 rows, cols = np.mgrid[0:size, 0:size] / size
 mask = ((cols - 0.5) / 0.2) ** 2 + ((rows - 0.35) / 0.13) ** 2 <= 1.0
@@ -104,7 +106,9 @@ print(json.dumps(seconds))
 def child_times(code: Path, repeats: int, profiled: bool) -> list[float]:
     env = {**os.environ, "PYTHONPATH": str(code.resolve())}
     args = [sys.executable, "-c", CHILD, str(SIZE), str(repeats), "1" if profiled else "0"]
-    result = subprocess.run(args, env=env, capture_output=True, text=True, check=True)
+    # Run from the checkout itself: `python -c` puts the working directory first on sys.path, ahead
+    # of PYTHONPATH, so run from a repo root both sides would time that root's code.
+    result = subprocess.run(args, env=env, cwd=code, capture_output=True, text=True, check=True)
     return json.loads(result.stdout)
 
 
