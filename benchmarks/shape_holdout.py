@@ -59,11 +59,13 @@ def floor_diagnosis(fit_on: list, pathology: str, draws: int, image_size: int) -
     for roughness in (shipped_roughness, shipped_roughness / 2):
         lesion.ROUGHNESS = roughness
         rows = []
-        for index in range(draws):
-            params = sampler.sample(pathology, size_range, image_size, np.random.default_rng([index, 7]))
-            mask, used = lesion.draw_mask(params, image_size, index, size_range)
-            rows.append((shape_stats(mask), used.sigma == 0))
-        lesion.ROUGHNESS = shipped_roughness
+        try:
+            for index in range(draws):
+                params = sampler.sample(pathology, size_range, image_size, np.random.default_rng([index, 7]))
+                mask, used = lesion.draw_mask(params, image_size, index, size_range)
+                rows.append((shape_stats(mask), used.sigma == 0))
+        finally:
+            lesion.ROUGHNESS = shipped_roughness
         print(
             f"  edge jitter {roughness}: {np.mean([flat for _, flat in rows]):.0%} of draws at zero deformation"
         )

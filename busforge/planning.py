@@ -48,6 +48,18 @@ class ShardJob:
 
 
 @dataclass(frozen=True)
+class PlanHints:
+    """What a renderer is told of the plan it renders: its domains and its size."""
+
+    domains: frozenset[str]
+    samples: int
+
+    @classmethod
+    def of(cls, plan: Plan) -> PlanHints:
+        return cls(frozenset(spec.domain for spec in plan.specs), len(plan.specs))
+
+
+@dataclass(frozen=True)
 class Prepared:
     """Everything decided before the first pixel: resolved recipe, plan, renderer, shards, identity."""
 
@@ -57,6 +69,7 @@ class Prepared:
     mix: Any  # busforge.dataset.mix.RealMix | None
     fingerprint: str
     jobs: list[ShardJob]
+    hints: PlanHints
 
     @property
     def rows(self) -> int:
@@ -155,25 +168,33 @@ def prepare(recipe: Recipe, limit: int | None = None) -> Prepared:
         limited = {"limit": limit}
     else:
         limited = {}
-    renderer = make_renderer(
-        recipe.renderer.backend,
-        recipe.renderer.options,
-        recipe.image_size,
-        recipe.source,
-        domains={spec.domain for spec in plan.specs},
-        samples=len(plan.specs),
-    )
-    try:  # the whole plan's domains, so a resumed run renders alike
-        renderer.expect_domains({spec.domain for spec in plan.specs})
-    except BadInput as err:
-        raise err.with_source(recipe.source) from None
+    hints = PlanHints.of(plan)
+    renderer = build_renderer(recipe, hints)
     real_identity = {"real": {"fingerprint": mix.fingerprint, "ratio": mix.ratio}} if mix else {}
     content = without_locations(recipe.content(), input_locations(recipe, renderer, mix))
     fp = fingerprint(
         content, renderer.identity(), shape_prior=plan.prior_identity, **real_identity, **limited
     )
     jobs = shard_jobs(plan, recipe.output.rows_per_shard, real_rows_in_output(mix))
-    return Prepared(recipe, plan, renderer, mix, fp, jobs)
+    return Prepared(recipe, plan, renderer, mix, fp, jobs, hints)
+
+
+def build_renderer(recipe: Recipe, hints: PlanHints) -> Renderer:
+    """The recipe's renderer, told the plan's domains and size. Every engine builds it this way
+    (the Ray actors too), so all decide alike (e.g. `compile: auto`) and refuse alike."""
+    renderer = make_renderer(
+        recipe.renderer.backend,
+        recipe.renderer.options,
+        recipe.image_size,
+        recipe.source,
+        domains=set(hints.domains),
+        samples=hints.samples,
+    )
+    try:  # the whole plan's domains, so a resumed run renders alike
+        renderer.expect_domains(set(hints.domains))
+    except BadInput as err:
+        raise err.with_source(recipe.source) from None
+    return renderer
 
 
 def input_locations(recipe: Recipe, renderer, mix) -> list[tuple[str, ...]]:

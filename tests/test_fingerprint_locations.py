@@ -8,7 +8,6 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
-import pytest
 from real_fixtures import make_folder_dataset
 
 import busforge
@@ -51,8 +50,23 @@ def test_a_shape_prior_at_another_path_keeps_the_fingerprint_and_names_stay(tmp_
     first = fingerprint({"shape_prior": str(tmp_path / "one.json")})
     monkeypatch.chdir(tmp_path / "sub")
     assert fingerprint({"shape_prior": "two.json"}) == first
-    # The built-in default keeps its published fingerprint (README, CI): names are not locations.
-    assert fingerprint({"shape_prior": "busi"}) != fingerprint({"shape_prior": "birads"})
+
+
+def test_names_stay_in_the_fingerprint_and_paths_leave_it(tmp_path):
+    from busforge.planning import input_locations, prepare
+
+    (tmp_path / "profile.json").write_text(shipped("busforge.renderers", "profiles", "busi.json"))
+    (tmp_path / "prior.json").write_text(shipped("busforge.shapes", "data", "busi.json"))
+
+    def locations(overrides: dict) -> list[tuple[str, ...]]:
+        prepared = prepare(busforge.load_recipe(DEMO, {"count": 16, **overrides}))
+        return input_locations(prepared.recipe, prepared.renderer, prepared.mix)
+
+    assert locations({"renderer.profile": "busi", "shape_prior": "busi"}) == []
+    assert locations({"shape_prior": "birads"}) == []
+    assert locations(
+        {"renderer.profile": str(tmp_path / "profile.json"), "shape_prior": str(tmp_path / "prior.json")}
+    ) == [("renderer", "profile"), ("shape_prior",)]
 
 
 def test_a_real_dataset_moved_elsewhere_keeps_the_fingerprint(tmp_path, monkeypatch):
@@ -62,9 +76,37 @@ def test_a_real_dataset_moved_elsewhere_keeps_the_fingerprint(tmp_path, monkeypa
     shutil.copytree(tmp_path / "real", tmp_path / "moved" / "real")
     monkeypatch.chdir(tmp_path / "moved")
     assert fingerprint({"real": {"dataset": "real", "ratio": "1:1"}}) == first
-    assert fingerprint({"real": {"dataset": "real", "ratio": "1:2"}}) != first
+
+    # Another dataset at the same path is another fingerprint.
+    shutil.rmtree(tmp_path / "moved" / "real")
+    make_folder_dataset(tmp_path / "other", {"benign": 8, "malignant": 6, "normal": 2}, seed=6)
+    import_real("folder", tmp_path / "other", tmp_path / "moved" / "real", workers=1)
+    assert fingerprint({"real": {"dataset": "real", "ratio": "1:1"}}) != first
 
 
-@pytest.mark.parametrize("name", ["busi", "busbra"])
-def test_a_shipped_profile_is_named_in_the_fingerprint(name):
-    assert fingerprint({"renderer.profile": name}) != fingerprint({})
+def test_model_folders_are_named_by_their_weights_not_their_paths(tiny, tmp_path, monkeypatch):
+    from busforge.planning import input_locations, prepare
+
+    monkeypatch.setenv("BUSFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    recipe = REPO / "recipes" / "tiny_diffusion.yaml"
+
+    def prepared(models: Path, busi: str = "busi", udiat: str = "udiat"):
+        overrides = {
+            "renderer.base": str(models / "base"),
+            "renderer.controlnet": str(models / "controlnet"),
+            "renderer.lora.busi": str(models / "lora" / busi),
+            "renderer.lora.udiat": str(models / "lora" / udiat),
+            "renderer.device": "cpu",
+        }
+        return prepare(busforge.load_recipe(recipe, overrides))
+
+    first = prepared(tiny)
+    assert input_locations(first.recipe, first.renderer, first.mix) == [
+        ("renderer", "base"),
+        ("renderer", "controlnet"),
+        ("renderer", "lora", "busi"),
+        ("renderer", "lora", "udiat"),
+    ]
+    shutil.copytree(tiny, tmp_path / "elsewhere")
+    assert prepared(tmp_path / "elsewhere").fingerprint == first.fingerprint
+    assert prepared(tiny, busi="udiat", udiat="busi").fingerprint != first.fingerprint

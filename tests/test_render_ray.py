@@ -252,10 +252,10 @@ def test_the_local_engine_never_imports_ray(repo, tmp_path):
     )  # fmt: skip
 
 
-def test_actors_build_their_renderer_with_the_plans_hints(repo, tmp_path, monkeypatch):
+def test_actors_build_their_renderer_as_the_local_engine_does(repo, tmp_path, monkeypatch):
     """An actor's renderer is told what the local engine's is (the whole plan's domains and size,
     which `compile: auto` and the start-up checks weigh), so both decide alike."""
-    from busforge.executors import ray as ray_engine
+    from busforge.executors.ray import ShardRenderer
     from busforge.planning import prepare
     from busforge.renderers import base
 
@@ -269,7 +269,25 @@ def test_actors_build_their_renderer_with_the_plans_hints(repo, tmp_path, monkey
     monkeypatch.setattr(base, "make_renderer", spy)
     monkeypatch.setattr("busforge.planning.make_renderer", spy)
     prepared = prepare(load_recipe(repo / "recipes/demo.yaml", OVERRIDES))
-    hints = ray_engine.plan_hints(prepared.plan)
-    ray_engine.ShardRenderer(prepared.recipe, str(tmp_path), "probe", 1, prepared.renderer.identity(), hints)
+    ShardRenderer(prepared.recipe, str(tmp_path), "probe", 1, prepared.renderer.identity(), prepared.hints)
     local, actor = told
     assert actor == local == {"domains": {"busi"}, "samples": 120}
+
+
+def test_an_actor_whose_renderer_refuses_says_why_instead_of_dying(tiny, repo, tmp_path, monkeypatch):
+    """A node without a GPU for a large diffusion run: the actor keeps the one-line refusal for its
+    first shard (an exception in its constructor would only make Ray restart it)."""
+    from busforge.executors.ray import ShardRenderer
+    from busforge.planning import PlanHints
+
+    monkeypatch.setenv("BUSFORGE_CACHE_DIR", str(tmp_path / "cache"))
+    models = [
+        f"renderer.base={tiny / 'base'}",
+        f"renderer.controlnet={tiny / 'controlnet'}",
+        f"renderer.lora.busi={tiny / 'lora' / 'busi'}",
+        f"renderer.lora.udiat={tiny / 'lora' / 'udiat'}",
+    ]
+    recipe = load_recipe(repo / "recipes/tiny_diffusion.yaml", models)
+    actor = ShardRenderer(recipe, str(tmp_path), "probe", 1, {}, PlanHints(frozenset({"busi"}), 5000))
+    assert actor.source is None
+    assert "no GPU found for 5000 samples" in actor.refused and "renderer.device" in actor.refused

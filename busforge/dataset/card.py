@@ -87,7 +87,7 @@ REAL_SOURCES = {
         "BUS-BRA",
         "Gómez-Flores, Gregorio-Calas, Pereira. BUS-BRA: a breast ultrasound dataset for assessing "
         "computer-aided diagnosis systems. Medical Physics 51(4):3110-3123 (2024)",
-        """@article{gomezflores2023busbra,
+        """@article{gomezflores2024busbra,
   title   = {{BUS-BRA}: A Breast Ultrasound Dataset for Assessing Computer-aided Diagnosis Systems},
   author  = {G{\\'o}mez-Flores, Wilfrido and Gregorio-Calas, Maria Julia and de Albuquerque Pereira, Wagner Coelho},
   journal = {Medical Physics},

@@ -22,7 +22,7 @@ from busforge.dataset.output import open_run, write_shard
 from busforge.dataset.writer import ShardRecord, Staging, shard_path
 from busforge.errors import BadInput
 from busforge.executors.local import RenderOutcome
-from busforge.planning import ShardJob, finish, prepare, real_batches
+from busforge.planning import PlanHints, ShardJob, build_renderer, finish, prepare, real_batches
 from busforge.recipe import Recipe
 
 MAX_TRIES = 3  # per shard: a shard whose actor dies this many times fails the run
@@ -43,20 +43,6 @@ def import_ray():
     return ray
 
 
-@dataclass(frozen=True)
-class PlanHints:
-    """What an actor's renderer is told of the plan: exactly what the local engine's renderer is
-    told (the whole plan's domains and size), so that it decides alike (e.g. `compile: auto`) and
-    the bytes do not depend on the engine or the number of workers."""
-
-    domains: set[str]
-    samples: int
-
-
-def plan_hints(plan) -> PlanHints:
-    return PlanHints({spec.domain for spec in plan.specs}, len(plan.specs))
-
-
 class ShardRenderer:
     """One Ray actor: loads the renderer once, renders whole shards into the staging folder."""
 
@@ -64,19 +50,18 @@ class ShardRenderer:
         self, recipe: Recipe, out_dir: str, probe: str, threads: int, identity: dict, hints: PlanHints
     ) -> None:
         from busforge.executors.local import RowSource
-        from busforge.renderers.base import make_renderer
 
         self.staging = Staging(Path(out_dir))
         self.probe = probe
         self.recipe = recipe
-        renderer = make_renderer(
-            recipe.renderer.backend,
-            recipe.renderer.options,
-            recipe.image_size,
-            recipe.source,
-            domains=hints.domains,
-            samples=hints.samples,
-        )
+        self.source = None
+        self.mismatch = False
+        self.refused: str | None = None  # said by the first shard: raised here, Ray would only retry
+        try:
+            renderer = build_renderer(recipe, hints)
+        except BadInput as err:  # e.g. no GPU on this node for a large run
+            self.refused = str(err)
+            return
         self.mismatch = renderer.identity() != identity  # e.g. another device resolved on this node
         self.source = None if self.mismatch else RowSource(recipe, renderer, workers=1, threads=threads)
 
@@ -87,6 +72,8 @@ class ShardRenderer:
                 f"{self.staging.dir}: not visible from {where}; "
                 "--out must be on a filesystem every node of the cluster sees"
             )
+        if self.refused is not None:
+            raise SharedFilesystemError(f"{where}: {self.refused}")
         if self.mismatch:
             raise SharedFilesystemError(
                 f"{self.recipe.source}: renderer: resolves differently on {where} than on the driver "
@@ -192,7 +179,7 @@ def run_render_ray(
                 found, nodes, retried = _render_on_actors(
                     ray,
                     prepared.renderer,
-                    plan_hints(prepared.plan),
+                    prepared.hints,
                     recipe,
                     staging,
                     synthetic,

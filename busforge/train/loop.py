@@ -198,7 +198,7 @@ class TrainingLoop:
         resume_path = resolve_resume(s.out_dir, s.resume)
         if s.resume is not None and resume_path is None:
             self._say(
-                f"--resume {s.resume}: no checkpoint in {s.out_dir / 'checkpoints'}; starting at step 0"
+                f"--resume {s.resume}: no checkpoint in {s.out_dir / TRAINING_CHECKPOINTS}; starting at step 0"
             )
         if resume_path is not None:
             start = self.load_checkpoint(resume_path)
