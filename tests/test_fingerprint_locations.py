@@ -42,7 +42,7 @@ def test_a_profile_at_another_path_or_from_another_folder_keeps_the_fingerprint(
     assert fingerprint({}) != first  # no profile
 
 
-def test_a_shape_prior_at_another_path_keeps_the_fingerprint_and_names_stay(tmp_path, monkeypatch):
+def test_a_shape_prior_at_another_path_keeps_the_fingerprint(tmp_path, monkeypatch):
     text = shipped("busforge.shapes", "data", "busi.json")
     (tmp_path / "one.json").write_text(text)
     (tmp_path / "sub").mkdir()
