@@ -92,7 +92,13 @@ def depth_gain_db(
     gain = (-(1.0 - tgc_compensation) * attenuation_db * depth)[:, None]
     if extra_attenuation_per_row is None:
         return gain
-    return gain - np.cumsum(extra_attenuation_per_row, axis=0, dtype=np.float32)
+    # Only the columns the extra attenuation reaches accumulate any (elsewhere it adds exactly 0).
+    out = np.repeat(gain, extra_attenuation_per_row.shape[1], axis=1)
+    cols = np.flatnonzero(extra_attenuation_per_row.any(axis=0))
+    if cols.size:
+        band = slice(cols[0], cols[-1] + 1)
+        out[:, band] -= np.cumsum(extra_attenuation_per_row[:, band], axis=0, dtype=np.float32)
+    return out
 
 
 def log_compress(
