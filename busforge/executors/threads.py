@@ -37,6 +37,7 @@ def limit_threads(threads: int) -> None:
     BLAS stays at one thread whatever the share: OpenBLAS splits large products across threads
     and sums in another order, so the procedural renderer's bytes changed with the thread count
     (2 threads at 512² gave other shards than 1); parallelism comes from processes instead."""
+    import numpy  # noqa: F401 - threadpoolctl reaches loaded libraries only: numpy brings its BLAS
     from threadpoolctl import threadpool_limits
 
     # Both stay in force: the returned handles are never restored.
