@@ -189,9 +189,6 @@ def main() -> None:
     parser.add_argument("--naive-steps", type=int, default=30)
     parser.add_argument("--steps", type=int, help="busforge steps (default: its default, 20); for smoke runs")
     parser.add_argument("--sweep", default="", help="busforge batch sizes to time, e.g. 1,2,4,8,16")
-    parser.add_argument(
-        "--threads", type=int, default=0, help="torch CPU threads (0: torch's default, as a user's run)"
-    )
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense fp16 peak of the GPU")
     parser.add_argument(
         "--compile",
@@ -202,10 +199,6 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    import torch
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
     size = args.size or (64 if args.arch == "tiny" else 512)
     with tempfile.TemporaryDirectory() as tmp:
         model = args.model or Path(tmp) / args.arch
@@ -250,7 +243,13 @@ def run(args, model: Path, size: int) -> None:
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
 
+    # (a) ran with torch's defaults, as a community script does; busforge sizes its own pools for an
+    # in-process render (executors/local.py, RowSource), and so its arms do here.
+    from busforge.executors.threads import in_process_threads, limit_threads
+
+    limit_threads(in_process_threads())
     renderer.load()
+    limit_threads(in_process_threads())  # again, for what loading brought in
     batch_sizes = [int(b) for b in args.sweep.split(",") if b] or [renderer.batch_size]
     results = {
         batch_size: time_busforge(renderer, specs, size, batch_size, args) for batch_size in batch_sizes

@@ -166,7 +166,6 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--modes", default="controlnet,lora")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     parser.add_argument(
         "--compile",
         choices=["both", "off"],
@@ -174,8 +173,6 @@ def main() -> None:
         help="both: also time each mode compiled, with the compile cost and break-even; off: eager only",
     )
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     size = args.resolution or (512 if args.arch == "sd15" else 64)
     cuda = args.device.startswith("cuda")
     dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16) if cuda else torch.float32
