@@ -74,10 +74,8 @@ class LesionGeometry:
     lesion: np.ndarray  # the mask inside the window
     depth_in: np.ndarray  # distance to the outside, px (0 outside the lesion)
     depth_out: np.ndarray  # distance to the lesion, px (0 inside it)
-    interior: np.ndarray  # the lesion eroded by the ring width (the echo measure's pixels)
     inner: np.ndarray  # band one to two ring widths inside the edge
     outer: np.ndarray  # band one to two ring widths outside the edge
-    contour: np.ndarray  # the pixels on both sides of the edge
     # The smoothed field is needed on the lesion and its contour only: `core` (inside the window)
     # is the lesion's bounding box grown by the smoothing's reach, `core_interior` the echo pixels
     # in it, and `contour_taps` the flat indices (in the core) of each contour pixel's 3x3
@@ -150,9 +148,15 @@ def lesion_geometry(mask: np.ndarray) -> LesionGeometry | None:
     tap_cols = np.clip(at_cols[None, None, :] + steps[None, :, None], 0, core_shape[1] - 1)
     contour_taps = tap_rows * core_shape[1] + tap_cols
     return LesionGeometry(
-        window, ring, lesion, depth_in, depth_out, interior, inner, outer, contour,
-        core, interior[core], contour_taps,
+        window, ring, lesion, depth_in, depth_out, inner, outer, core, interior[core], contour_taps,
     )  # fmt: skip
+
+
+def tissue_beyond_ring(geometry: LesionGeometry, shape: tuple[int, int]) -> np.ndarray:
+    """The image's pixels farther than one ring width from the lesion: the tissue it is compared with."""
+    tissue = np.ones(shape, dtype=bool)
+    tissue[geometry.window] = geometry.depth_out > geometry.ring
+    return tissue
 
 
 def smoothed_core(field: np.ndarray, geometry: LesionGeometry) -> np.ndarray:

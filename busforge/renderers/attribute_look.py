@@ -34,7 +34,6 @@ from busforge.dataset.attributes import (
     LesionGeometry,
     contour_gradient,
     dynamic_range,
-    lesion_geometry,
     measure_parts,
     smoothed_core,
 )
@@ -110,27 +109,22 @@ def _edge_gradient_of(field: np.ndarray, geometry: LesionGeometry) -> float:
 def enforce_attributes(
     image: np.ndarray,
     weight: np.ndarray,
-    mask: np.ndarray,
+    geometry: LesionGeometry,
     echogenicity: str,
     boundary: str,
     thresholds: dict[str, float],
     target: dict[str, float] | None = None,
-    geometry: LesionGeometry | None = None,
 ) -> np.ndarray:
     """Make the lesion read as its labels under a dataset's attribute thresholds (module docstring).
 
     Args:
         image: HxW float32 grey image (0..255), changed in place and returned.
         weight: HxW lesion membership 0..1 (soft at unclear margins).
-        mask: the HxW bool lesion mask the measures use.
+        geometry: `lesion_geometry` of the HxW lesion mask the measures use.
         echogenicity, boundary: the sample's labels.
         thresholds: `echo_heterogeneity`, `boundary_contrast`, `boundary_sharpness` of the dataset.
         target: the drawn record's own measures (same keys), or None.
-        geometry: `lesion_geometry(mask)` when the caller has it.
     """
-    geometry = lesion_geometry(mask) if geometry is None else geometry
-    if geometry is None:
-        return image
     window = geometry.window
     box = _box(weight, window)
     # Window coordinates inside the box (the box contains the window).

@@ -24,7 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 from scipy import ndimage
 
-from busforge.dataset.attributes import lesion_geometry
+from busforge.dataset.attributes import lesion_geometry, tissue_beyond_ring
 from busforge.errors import BadInput
 from busforge.renderers.attribute_look import enforce_attributes
 from busforge.renderers.base import BaseRenderer, parse_renderer_options
@@ -334,9 +334,7 @@ def render_bmode(
             posterior_shape = _posterior_shape(extra_attenuation, mask)
             # The measures' bands (computed once, shared by the profile and the attribute checks).
             geometry = lesion_geometry(mask)
-            tissue = np.ones(mask.shape, dtype=bool)
-            tissue[geometry.window] = geometry.depth_out > geometry.ring
-            tissue = tissue[:, ::2]  # on the speckle grid
+            tissue = tissue_beyond_ring(geometry, mask.shape)[:, ::2]  # on the speckle grid
         grey = apply_profile(
             grey, record, None if lesion is None else lesion.weight, posterior_shape, tissue=tissue
         )
@@ -346,12 +344,11 @@ def render_bmode(
             full = enforce_attributes(
                 full,
                 weight,
-                mask,
+                geometry,
                 echogenicity,
                 boundary,
                 profile.attribute_thresholds,
                 record.get("attributes"),
-                geometry=geometry,
             )
             return full.round().astype(np.uint8)
     return upsample_lateral(grey, width).round().astype(np.uint8)

@@ -37,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from busforge.renderers.order_statistics import sorted_quantile, sorted_quantiles
 
@@ -49,7 +48,6 @@ SUPPORTED_VERSIONS = (1, 2)  # version 1 records carry no `attributes`
 SHIPPED_PROFILES = ("busi", "busbra")
 QUANTILE_LEVELS = tuple(round(float(q), 2) for q in np.linspace(0.0, 1.0, 21))
 DEPTH_BANDS = 16
-RING_FRACTION = 0.15  # tissue ring around a lesion left out of "tissue" (as in dataset.attributes)
 POSTERIOR_DEPTH = 0.5  # the band below a lesion, in lesion heights
 MIN_RECORDS = 5
 MAX_POSTERIOR_CHANGE = 0.7  # log-ratio a profile may add below a lesion (beyond it, bands look painted)
@@ -70,22 +68,10 @@ def depth_profile(image: np.ndarray) -> np.ndarray:
 
 
 def _tissue(mask: np.ndarray) -> np.ndarray:
-    """Pixels outside the lesion dilated by its ring width (dilated inside its bounding box only)."""
-    return _tissue_at(mask, 1)
+    """Pixels beyond the lesion's ring width (the measures' rule, busforge.dataset.attributes)."""
+    from busforge.dataset.attributes import lesion_geometry, tissue_beyond_ring
 
-
-def _tissue_at(mask: np.ndarray, rings: int) -> np.ndarray:
-    """Pixels outside the lesion dilated by RINGS ring widths."""
-    ring = rings * max(2, round(RING_FRACTION * np.sqrt(mask.sum() / np.pi)))
-    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
-    window = (
-        slice(max(rows[0] - ring, 0), rows[-1] + ring + 1),
-        slice(max(cols[0] - ring, 0), cols[-1] + ring + 1),
-    )
-    tissue = np.ones(mask.shape, dtype=bool)
-    near = ndimage.distance_transform_edt(~mask[window]) <= ring
-    tissue[window] = ~near
-    return tissue
+    return tissue_beyond_ring(lesion_geometry(mask), mask.shape)
 
 
 def lesion_percentile(image: np.ndarray, mask: np.ndarray) -> float:
