@@ -10,8 +10,10 @@ import pytest
 from busforge.dataset.attributes import Measures, Thresholds, measure
 from busforge.evaluate.adherence import (
     DEFAULT_THRESHOLDS_FROM,
+    DEFAULT_THRESHOLDS_SIDE,
     AttributeSamples,
     adherence,
+    measuring_side,
     resolve_thresholds,
 )
 from busforge.evaluate.run import evaluate as run_evaluation
@@ -106,3 +108,63 @@ def test_profiled_small_render_reads_as_its_prompts(tmp_path):
     echo = attributes["measures"]["echo_heterogeneity"]
     assert echo["homogeneous"]["generated"]["median"] < attributes["thresholds"]["echo_heterogeneity"]
     assert echo["heterogeneous"]["generated"]["median"] > attributes["thresholds"]["echo_heterogeneity"]
+
+
+def png(array: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_rows_are_measured_at_the_thresholds_resolution():
+    """A crisp lesion at 256 px, shown at 512 px, is the same lesion: measured as is its edge reads
+    half as sharp (1/px) and unclear; measured at the thresholds' 256 px it reads as at 256."""
+    from PIL import Image
+    from scipy import ndimage
+
+    rows, cols = np.mgrid[0:256, 0:256]
+    mask = ((rows - 120) / 40.0) ** 2 + ((cols - 128) / 60.0) ** 2 <= 1.0
+    image = ndimage.gaussian_filter(np.where(mask, 40.0, 150.0), 1.0)
+    image = np.clip(image + np.random.default_rng(1).normal(0, 3, image.shape), 0, 255).astype(np.uint8)
+    thresholds = load_profile("busi").attribute_thresholds
+    at_256 = measure(image, mask)
+    assert at_256.boundary_sharpness > 1.2 * thresholds["boundary_sharpness"]  # clear at its own size
+    big_image = np.asarray(Image.fromarray(image).resize((512, 512), Image.Resampling.BILINEAR))
+    big_mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize((512, 512))) > 127
+    as_is, at_side = AttributeSamples(), AttributeSamples(side=256)
+    for taken in (as_is, at_side):
+        taken.add(
+            png(big_image), png(big_mask.astype(np.uint8) * 255), {"echogenicity": "", "boundary": "clear"}
+        )
+    assert as_is.measures[0].boundary_sharpness < thresholds["boundary_sharpness"]
+    measured = at_side.measures[0]
+    assert measured.boundary_sharpness == pytest.approx(at_256.boundary_sharpness, rel=0.06)
+    assert measured.boundary_contrast == pytest.approx(at_256.boundary_contrast, rel=0.06)
+
+
+def test_measuring_side_is_the_thresholds_own():
+    fitted = {"real": {"attribute_thresholds": {"echo_heterogeneity": 0.1}}}
+    assert measuring_side(fitted, [500, 480, 620]) == 500  # the reference's median shorter side
+    assert measuring_side({"real": {}}, [500]) == DEFAULT_THRESHOLDS_SIDE == 256  # BUSI's shipped ones
+    assert measuring_side(None, []) == 256
+
+
+def test_adherence_does_not_depend_on_the_image_size(tmp_path):
+    """The same recipe at 512² and at 256² reads alike: before, a 512² render was measured against
+    BUSI's 256² thresholds as is and its edges read about half as sharp."""
+    sharpness = {}
+    for size in (256, 512):
+        recipe = load_recipe(REPO / "recipes" / "demo.yaml", ["count=16", f"image_size={size}", "seed=3"])
+        run_render(recipe, out_dir=tmp_path / str(size), quiet=True)
+        metrics, _ = run_evaluation(
+            tmp_path / str(size), None, split="test", extractor=None, cache=None, quiet=True
+        )
+        assert metrics["attributes"]["measured_at_side"] == 256
+        sharpness[size] = metrics["attributes"]["measures"]["boundary_sharpness"]["clear"]["generated"][
+            "median"
+        ]
+    assert sharpness[512] == pytest.approx(sharpness[256], rel=0.15)

@@ -9,6 +9,12 @@ The thresholds are those of the reference dataset when it has them (its importer
 its own lesions), otherwise BUSI's, as shipped with the `busi` appearance profile. Beside each
 adherence the measured values are summarised per label (quartiles), for the generated rows and for
 the reference's rows, so a reader sees where the generated lesions sit relative to the real ones.
+
+The measures are in pixels of the images they were fitted on (the smoothing is 1.5 px, the
+sharpness is in 1/px), so each generated row is measured at the thresholds' resolution: resized
+(image and mask, antialiased; the mask thresholded at half) so that its shorter side is the
+reference's median shorter side, or 256 px for BUSI's shipped thresholds (fitted on BUSI imported
+at 256²). Measured as is, a 512² render reads about half as sharp as the same render at 256².
 """
 
 from __future__ import annotations
@@ -28,16 +34,34 @@ ATTRIBUTES = {
     "boundary": ("boundary_contrast", "boundary_sharpness"),
 }
 DEFAULT_THRESHOLDS_FROM = "busi (shipped busi profile: the thresholds the importer fitted on BUSI)"
+DEFAULT_THRESHOLDS_SIDE = 256  # the shipped thresholds' resolution: busi_odd_256, imported at 256²
 
 
 def _grey(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("L"))
 
 
-class AttributeSamples:
-    """Labels and measures of the lesions of a set of rows, filled row by row."""
+def at_side(image: np.ndarray, mask: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """IMAGE and MASK resized so that their shorter side is SIDE (as they are when it already is)."""
+    height, width = mask.shape
+    if min(height, width) == side:
+        return image, mask
+    scale = side / min(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    resized = Image.fromarray(image).resize(size, Image.Resampling.BILINEAR)
+    # The mask as a grey level, resampled alike and cut at half: its edge stays where the image's is.
+    lesion = Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.Resampling.BILINEAR)
+    return np.asarray(resized), np.asarray(lesion) > 127
 
-    def __init__(self) -> None:
+
+class AttributeSamples:
+    """Labels and measures of the lesions of a set of rows, filled row by row.
+
+    SIDE: measure each row resized to this shorter side (the thresholds' resolution); None: as is.
+    """
+
+    def __init__(self, side: int | None = None) -> None:
+        self.side = side
         self.labels: list[dict[str, str]] = []
         self.measures: list[Measures] = []
 
@@ -49,6 +73,8 @@ class AttributeSamples:
         image = _grey(image_png)
         if image.shape != mask.shape:
             return
+        if self.side is not None:
+            image, mask = at_side(image, mask, self.side)
         measures = measure(image, mask)
         if measures is None:
             return
@@ -71,6 +97,15 @@ def resolve_thresholds(reference_manifest: dict[str, Any] | None) -> tuple[Thres
 
     shipped = load_profile("busi").attribute_thresholds
     return Thresholds(**shipped), DEFAULT_THRESHOLDS_FROM
+
+
+def measuring_side(reference_manifest: dict[str, Any] | None, reference_sides: list[int]) -> int:
+    """The shorter side the generated rows are measured at: that of the images the thresholds were
+    fitted on (module docstring). REFERENCE_SIDES: the reference rows' shorter sides."""
+    fitted = ((reference_manifest or {}).get("real") or {}).get("attribute_thresholds")
+    if fitted and reference_sides:
+        return int(round(float(np.median(reference_sides))))
+    return DEFAULT_THRESHOLDS_SIDE
 
 
 def _quartiles(values: list[float]) -> dict[str, float] | None:
@@ -97,11 +132,15 @@ def adherence(
     """Adherence per attribute, confusion counts, and measured values per label beside the reference's.
 
     Returns:
-        {"thresholds": {...}, "thresholds_from": str,
+        {"thresholds": {...}, "thresholds_from": str, "measured_at_side": px or None,
          ATTRIBUTE: {"adherence": share or None, "n": rows, "confusion": {label: {measured: n}}},
          "measures": {MEASURE: {label: {"generated": quartiles, "reference": quartiles}}}}
     """
-    out: dict[str, Any] = {"thresholds": thresholds.as_dict(), "thresholds_from": thresholds_from}
+    out: dict[str, Any] = {
+        "thresholds": thresholds.as_dict(),
+        "thresholds_from": thresholds_from,
+        "measured_at_side": generated.side,
+    }
     measured = [dict(zip(ATTRIBUTES, classify(m, thresholds), strict=True)) for m in generated.measures]
     for attribute in ATTRIBUTES:
         confusion: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))

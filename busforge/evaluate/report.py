@@ -212,6 +212,8 @@ def attribute_section(attributes: dict[str, Any]) -> str:
     def quartiles(q: dict[str, float] | None) -> str:
         return "–" if q is None else f"{q['q1']:.3f} / {q['median']:.3f} / {q['q3']:.3f} (n={q['n']})"
 
+    at = attributes.get("measured_at_side")
+    side = "" if at is None else f"Measured at the thresholds' resolution (shorter side {at} px). "
     measure_rows = [
         [name, label, quartiles(sides["generated"]), quartiles(sides["reference"])]
         for name, labels in attributes["measures"].items()
@@ -220,7 +222,7 @@ def attribute_section(attributes: dict[str, Any]) -> str:
     return f"""<h2>Attribute adherence (the image says what the prompt says)</h2>
 <p class="note">Each generated lesion is measured with the importer's own code (busforge.dataset.attributes)
 and classified with the thresholds of {html.escape(attributes["thresholds_from"])}: {html.escape(thresholds)}.
-Adherence is the share of rows whose measured attribute equals its label.</p>
+{side}Adherence is the share of rows whose measured attribute equals its label.</p>
 {_table(["attribute", "adherence", "N", "label: how they read"], rows)}
 <h3>Measured values per label (25 % / median / 75 %)</h3>
 {_table(["measure", "label", "generated", "reference"], measure_rows)}"""

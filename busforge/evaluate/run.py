@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from busforge.dataset.features import PATHOLOGY_NAMES, SOURCE_NAMES, pathology_name
 from busforge.dataset.manifest import MANIFEST, read_manifest
 from busforge.errors import BadInput
-from busforge.evaluate.adherence import AttributeSamples, adherence, resolve_thresholds
+from busforge.evaluate.adherence import AttributeSamples, adherence, measuring_side, resolve_thresholds
 from busforge.evaluate.features import (
     RESIZE_FILTER,
     ExtractionCounts,
@@ -98,12 +98,13 @@ def collect(
     synthetic_only: bool,
     with_shapes: bool,
     with_attributes: bool = False,
+    attribute_side: int | None = None,
 ) -> ImageSet:
     """Features (only with an extractor), pathologies, strata and (optionally) mask statistics and
-    lesion attribute measures of FILES."""
+    lesion attribute measures of FILES (at ATTRIBUTE_SIDE px, `AttributeSamples`)."""
     with_image = extractor is not None or with_attributes
     columns = [*(["image"] if with_image else []), "mask", "source", *STRATUM]
-    out = ImageSet()
+    out = ImageSet(attributes=AttributeSamples(attribute_side))
     for rows in iter_rows(files, columns):
         if synthetic_only:
             rows = [r for r in rows if SOURCE_NAMES[r["source"]] == "synthetic"]
@@ -237,16 +238,7 @@ def evaluate(
     progress = tqdm(total=total, unit="img", desc="evaluate", disable=quiet, leave=False)
     ref_set, pool = ImageSet(), ImageSet()
     try:
-        generated = collect(
-            gen_files,
-            extractor,
-            cache,
-            counts,
-            progress,
-            synthetic_only=True,
-            with_shapes=True,
-            with_attributes=True,
-        )
+        # The reference first: the generated rows' attributes are measured at its resolution.
         if reference is not None:
             ref_set = collect(
                 split_files(reference, [split]),
@@ -267,6 +259,17 @@ def evaluate(
                 synthetic_only=False,
                 with_shapes=False,
             )
+        generated = collect(
+            gen_files,
+            extractor,
+            cache,
+            counts,
+            progress,
+            synthetic_only=True,
+            with_shapes=True,
+            with_attributes=True,
+            attribute_side=measuring_side(ref_manifest if reference is not None else None, ref_set.sides),
+        )
     finally:
         progress.close()
     if len(generated.pathology) < 2:
