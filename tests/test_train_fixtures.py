@@ -80,3 +80,15 @@ def write_tiny(out: Path) -> Path:
     tiny = pytest.importorskip("busforge.models.tiny")
     tiny.write_tiny_model(out, domains=["busi"])
     return out
+
+
+def scramble_global_generators(seed: int) -> None:
+    """Put python's, numpy's and torch's global generators in a state no run would reach by itself:
+    a resumed run that still matches an uninterrupted one cannot have drawn from them."""
+    import random
+
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)  # the global generator is the point here
+    torch.manual_seed(seed)

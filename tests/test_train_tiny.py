@@ -10,10 +10,12 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train_fixtures import fixture_dataset, write_tiny
+from test_train_checkpoint import pickled_files
+from test_train_fixtures import fixture_dataset, scramble_global_generators, write_tiny
 
 from busforge.errors import BadInput
 from busforge.prompts import DEFAULT_PROMPT
+from busforge.train.checkpoint import FILES as CHECKPOINT_FILES
 from busforge.train.controlnet import ControlNetRun, controlnet_from_unet, train_controlnet
 from busforge.train.loop import TrainingDiverged
 from busforge.train.lora import LORA_FILE, LoraRun, train_lora
@@ -148,6 +150,12 @@ def test_controlnet_resume_gives_the_same_weights(real_like_dataset, tiny_model,
 
     split = tmp_path / "split"
     train_controlnet(controlnet_run(real_like_dataset, tiny_model, split, max_steps=2, checkpoint_every=2))
+    # busforge's own format: safetensors and JSON, nothing a resume would have to unpickle.
+    ckpt = split / "checkpoints" / "checkpoint-2"
+    assert sorted(p.name for p in ckpt.iterdir()) == sorted(CHECKPOINT_FILES)
+    assert not pickled_files(ckpt)
+    # No random-number state is saved: the resumed run must not depend on the global generators.
+    scramble_global_generators(1234)
     resumed = train_controlnet(
         controlnet_run(real_like_dataset, tiny_model, split, max_steps=4, checkpoint_every=2, resume="latest")
     )

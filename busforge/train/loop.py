@@ -3,11 +3,13 @@
 - AdamW; learning rate warmed up linearly over `warmup_steps` optimizer steps, then constant. The
   rate is a pure function of the step (no scheduler state to save or restore).
 - Gradient accumulation to the effective batch: micro_batch x accumulation x processes.
-- Checkpoints (`accelerator.save_state`, safetensors) every `checkpoint_every` steps into
-  `OUT/checkpoints/checkpoint-STEP`, written under a temporary name and renamed when complete;
-  only the newest `checkpoints_kept` stay. `resume="latest"` continues from the newest one.
+- Checkpoints (busforge.train.checkpoint: safetensors and JSON, no pickle) every `checkpoint_every`
+  steps into `OUT/checkpoints/checkpoint-STEP`, written by the main process under a temporary name
+  and renamed when complete; only the newest `checkpoints_kept` stay. `resume="latest"` continues
+  from the newest one; every process loads it.
 - The examples and the random draws of a step depend only on (seed, step, process, micro-batch),
-  so a resumed run gives the same weights as an uninterrupted run of the same length.
+  never on the global generators, so a resumed run gives the same weights as an uninterrupted run
+  of the same length without saving any random-number state.
 - A non-finite loss stops the run before the optimizer step: the weights and the newest
   checkpoint stay as they were (the last good state).
 """
@@ -15,7 +17,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import re
 import shutil
@@ -29,9 +30,9 @@ import numpy as np
 
 from busforge.errors import BadInput
 from busforge.models.weights import TRAINING_CHECKPOINTS
+from busforge.train.checkpoint import load_checkpoint, read_state, write_checkpoint
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-STATE_FILE = "trainer_state.json"
 
 
 class TrainingDiverged(RuntimeError):
@@ -83,11 +84,23 @@ def resolve_resume(out_dir: Path, resume: str | None) -> Path | None:
     if resume == "latest":
         found = checkpoints(out_dir)
         return found[-1][1] if found else None
-    path = Path(resume)
-    if not (path / STATE_FILE).is_file():
+    return Path(resume)
+
+
+def check_resume(out_dir: Path, resume: str | None) -> Path | None:
+    """The checkpoint folder to resume from, its format checked (cheap: before any model loads).
+
+    Raises BadInput for checkpoints of an earlier run without --resume, and for a folder that is
+    not a checkpoint of this busforge (pickles, an older format, missing files).
+    """
+    if resume is None and checkpoints(out_dir):
         raise BadInput(
-            f"--resume {resume}: not a busforge checkpoint folder; use 'latest' or a checkpoint-N folder"
+            f"{out_dir}: holds checkpoints of an earlier run; continue it with --resume latest, "
+            "or give another --out"
         )
+    path = resolve_resume(out_dir, resume)
+    if path is not None:
+        read_state(path)
     return path
 
 
@@ -127,23 +140,13 @@ class TrainingLoop:
         if not params:
             raise RuntimeError("nothing to train: no parameter requires a gradient")
         self.params_count = sum(p.numel() for p in params)
-        optimizer = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.adamw = torch.optim.AdamW(params, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+        self.model, self.optimizer = accelerator.prepare(model, self.adamw)  # wraps the same AdamW
         # Checkpoints hold the trained parameters only (a LoRA checkpoint stays megabytes, not the
-        # whole frozen UNet); loading is therefore non-strict on the frozen rest. The names are the
-        # unwrapped module's: the save hook sees its state dict, not the DDP wrapper's `module.` ones.
-        trainable = {
-            name for name, p in accelerator.unwrap_model(self.model).named_parameters() if p.requires_grad
+        # whole frozen UNet), under the unwrapped module's names (not the DDP wrapper's `module.`).
+        self.trained = {
+            name: p for name, p in accelerator.unwrap_model(self.model).named_parameters() if p.requires_grad
         }
-
-        def keep_trainable(models: list[Any], weights: list[dict[str, Any]], output_dir: str) -> None:
-            for state in weights:
-                for key in [k for k in state if k not in trainable]:
-                    del state[key]
-                if not state:  # never write (and later resume) a checkpoint without its weights
-                    raise RuntimeError(f"{output_dir}: no trained parameter left in the checkpoint's state")
-
-        accelerator.register_save_state_pre_hook(keep_trainable)
         self.history: list[dict[str, float]] = []
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -153,14 +156,12 @@ class TrainingLoop:
         root = self.settings.out_dir / TRAINING_CHECKPOINTS
         final = root / f"checkpoint-{step}"
         tmp = root / f".checkpoint-{step}.tmp"
-        if acc.is_main_process and tmp.exists():
-            shutil.rmtree(tmp)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp), safe_serialization=True)
-        acc.wait_for_everyone()  # every process has written its files into tmp before it is renamed
+        acc.wait_for_everyone()  # every process has finished the step (the state is the same on all)
         if acc.is_main_process:
+            if tmp.exists():
+                shutil.rmtree(tmp)
             state = {"step": step, "history": self.history, "identity": self.settings.run_identity}
-            (tmp / STATE_FILE).write_text(json.dumps(state, indent=1, sort_keys=True))
+            write_checkpoint(tmp, self.trained, self.adamw, state, acc.scaler)
             if final.exists():
                 shutil.rmtree(final)
             tmp.rename(final)
@@ -170,7 +171,7 @@ class TrainingLoop:
         return final
 
     def load_checkpoint(self, path: Path) -> int:
-        state = json.loads((path / STATE_FILE).read_text())
+        state = read_state(path)
         saved, now = state.get("identity", {}), self.settings.run_identity
         changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
         if changed:
@@ -179,7 +180,7 @@ class TrainingLoop:
                 f"{path}: checkpoint of a different run ({detail}); resume with the same settings "
                 "or start afresh in another --out folder"
             )
-        self.accelerator.load_state(str(path), strict=False)
+        load_checkpoint(path, self.trained, self.adamw, self.accelerator.scaler)
         self.history = list(state["history"])
         return int(state["step"])
 
@@ -190,12 +191,7 @@ class TrainingLoop:
 
         s, acc = self.settings, self.accelerator
         start = 0
-        if s.resume is None and checkpoints(s.out_dir):
-            raise BadInput(
-                f"{s.out_dir}: holds checkpoints of an earlier run; continue it with --resume latest, "
-                "or give another --out"
-            )
-        resume_path = resolve_resume(s.out_dir, s.resume)
+        resume_path = check_resume(s.out_dir, s.resume)
         if s.resume is not None and resume_path is None:
             self._say(
                 f"--resume {s.resume}: no checkpoint in {s.out_dir / TRAINING_CHECKPOINTS}; starting at step 0"

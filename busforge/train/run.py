@@ -69,8 +69,9 @@ class Session:
         """Read the train split (of `domain` only, when given) and plan the steps; raises BadInput."""
         from busforge.train.components import make_accelerator
         from busforge.train.data import read_examples
-        from busforge.train.loop import accumulation_for, plan_steps
+        from busforge.train.loop import accumulation_for, check_resume, plan_steps
 
+        check_resume(run.out, run.resume)  # a bad --resume fails before the data and models load
         train = read_examples(run.dataset, "train", run.prompt_template, domain=domain)
         validation = _validation_examples(run.dataset, run.prompt_template, domain, train)
         accelerator = make_accelerator(run.mixed_precision, run.seed)
