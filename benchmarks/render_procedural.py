@@ -27,15 +27,17 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
+from busforge.executors.allocator import retain_freed_memory
 from busforge.executors.threads import limit_threads
 from busforge.renderers import bmode, procedural
 from busforge.renderers.profile import Profile, load_profile
 
-# One core, sized the way busforge sizes a render process (no environment variables). After the
-# imports: threadpoolctl only reaches the BLAS libraries already loaded (numpy's, scipy's); called
-# before them, BLAS kept one thread per core and the anatomy's small products ran ~30x slower
-# whenever the other core was busy.
+# One core, set up the way busforge sets up a render process (no environment variables): its
+# thread pools and its allocator. After the imports: threadpoolctl only reaches the BLAS libraries
+# already loaded (numpy's, scipy's); called before them, BLAS kept one thread per core and the
+# anatomy's small products ran ~30x slower whenever the other core was busy.
 limit_threads(1)
+retain_freed_memory()
 
 SIZE = 512
 TARGET_IMAGES_PER_S = 40.0
@@ -83,6 +85,11 @@ import numpy as np
 from busforge.executors.threads import limit_threads
 from busforge.renderers import procedural
 limit_threads(1)  # after the imports, as above
+try:  # the render process's allocator set-up, in the versions that have one
+    from busforge.executors.allocator import retain_freed_memory
+    retain_freed_memory()
+except ImportError:
+    pass
 size, repeats, profiled = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 rows, cols = np.mgrid[0:size, 0:size] / size
 mask = ((cols - 0.5) / 0.2) ** 2 + ((rows - 0.35) / 0.13) ** 2 <= 1.0

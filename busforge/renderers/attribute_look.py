@@ -47,12 +47,13 @@ MIN_SOFT_REACH = 0.3  # floor of the share of a soft shift that changes the cont
 MAX_TEXTURE_GAIN = 3.0
 DARKEST = 12.0  # grey level a lesion's edge band is darkened to at most (its texture survives)
 PASSES = 5
-CRISP_WIDTH = 0.5  # the crispening's Gaussian, in ring widths (0 a ring width away from the edge)
+CRISP_WIDTH = 0.5  # the crispening's blur, in ring widths (0 a ring width away from the edge)
 
 
 def _box(weight: np.ndarray, window: tuple[slice, slice]) -> tuple[slice, slice]:
     """The bounding box of the window and of where the soft membership is non-zero."""
-    rows, cols = np.flatnonzero((weight > 1e-3).any(axis=1)), np.flatnonzero((weight > 1e-3).any(axis=0))
+    reached = weight > 1e-3
+    rows, cols = np.flatnonzero(reached.any(axis=1)), np.flatnonzero(reached.any(axis=0))
     if rows.size == 0:
         return window
     return (
@@ -99,6 +100,17 @@ class _SubsampleRange:
         ranked = np.partition(pool, np.concatenate([ranks, ranks + 1]))
         lo, hi = lerp(ranked[ranks], ranked[ranks + 1], self.gamma)
         return float(hi - lo) if hi > lo else 1.0
+
+
+def _box_blur(field: np.ndarray, sigma: float) -> np.ndarray:
+    """A Gaussian-like blur of about SIGMA px: three box filters each way (their cost does not grow
+    with the width, a Gaussian's does: it was a fifth of the correction's time on large lesions)."""
+    size = 2 * round((np.sqrt(4.0 * sigma**2 + 1.0) - 1.0) / 2.0) + 1  # odd: centred; 3 boxes of it: ~sigma
+    out = field
+    for axis in (0, 1):
+        for _ in range(3):
+            out = ndimage.uniform_filter1d(out, size, axis=axis, mode="nearest")
+    return out
 
 
 def _edge_gradient_of(field: np.ndarray, geometry: LesionGeometry) -> float:
@@ -148,9 +160,8 @@ def enforce_attributes(
         reach = 1.0
         # The crispening field: +1 just inside the edge fading to 0 a ring width away, -1 just outside.
         lesion = geometry.lesion.astype(np.float32)
-        sigma = max(1.0, CRISP_WIDTH * geometry.ring)
         crispen = np.zeros(region.shape, np.float32)
-        crispen[inner_window] = lesion - ndimage.gaussian_filter(lesion, sigma, mode="nearest")
+        crispen[inner_window] = lesion - _box_blur(lesion, max(1.0, CRISP_WIDTH * geometry.ring))
         crisp_gain = _edge_gradient_of(crispen[inner_window], geometry)
         step_gain = _edge_gradient_of(lesion, geometry)  # the same for a unit step at the edge
     else:
@@ -224,8 +235,10 @@ def enforce_attributes(
         if clear:
             # A step of D at the edge adds about (its contour gradient) * D: expected edge gradient.
             edge = parts.edge_gradient + step_gain * darken / scale
-            deficit = sharp_wanted * max(contrast + darken / scale, MIN_CONTRAST) - edge
-            if deficit > 0 and crisp_gain > 0:
+            wanted_edge = sharp_wanted * max(contrast + darken / scale, MIN_CONTRAST)
+            deficit = wanted_edge - edge
+            # Within the tolerance of its target already: left (tiny crispenings kept the loop going).
+            if deficit > TOLERANCE * wanted_edge and crisp_gain > 0:
                 region -= crispen * np.float32(deficit / crisp_gain * scale)
                 changed = True
         elif reads_clear and not blurred:  # an unclear margin that reads clear: blur its edge
@@ -265,6 +278,12 @@ def _targets(
 
 
 def _off(value: float, wanted: float, threshold: float, above: bool) -> bool:
-    """Whether VALUE needs moving: off its target by more than TOLERANCE, or too near the threshold."""
-    near = value < SAFE_MARGIN * threshold if above else value > threshold / SAFE_MARGIN
+    """Whether VALUE needs moving: off its target by more than TOLERANCE, or too near the threshold
+    on a side the target is on. (An unclear margin's contrast target may lie above the contrast
+    threshold, the margin being unclear by its sharpness: the contrast then only has to be near
+    its target; before, such lesions were moved by nothing until the passes ran out.)"""
+    if above:
+        near = value < SAFE_MARGIN * threshold <= wanted
+    else:
+        near = value > threshold / SAFE_MARGIN >= wanted
     return near or abs(value - wanted) > TOLERANCE * wanted

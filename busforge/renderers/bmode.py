@@ -14,7 +14,6 @@ PSF is several pixels wide, so nothing visible is lost, and the work halves.
 from functools import lru_cache
 
 import numpy as np
-from scipy import ndimage
 
 
 @lru_cache(maxsize=32)
@@ -26,6 +25,12 @@ def gaussian_kernel(sigma_px: float) -> np.ndarray:
     return taps.astype(np.float32)
 
 
+# Scatterer amplitudes are uniform bytes: after the PSF sums dozens of them the echo is Gaussian all
+# the same (central limit), and bytes cost a seventh of Gaussian draws. Their variance is
+# (256^2 - 1) / 12, which this scale brings to 1.
+SCATTERER_SCALE = np.float32(1.0 / np.sqrt((256.0**2 - 1.0) / 12.0))
+
+
 def speckle_envelope(
     reflectivity: np.ndarray, rng: np.random.Generator, axial_sigma_px: float, lateral_sigma_px: float
 ) -> np.ndarray:
@@ -33,7 +38,7 @@ def speckle_envelope(
 
     Args:
         reflectivity: scatterer amplitude per grid cell (rows = depth), float32.
-        rng: source of the scatterer phases and amplitudes.
+        rng: source of the scatterer amplitudes (I and Q).
         axial_sigma_px: PSF standard deviation along depth, in grid cells.
         lateral_sigma_px: PSF standard deviation across the beam, in grid cells.
 
@@ -41,12 +46,32 @@ def speckle_envelope(
         Envelope with the shape of `reflectivity`; mean about 1.25 * reflectivity where
         reflectivity varies slowly (Rayleigh mean for unit-variance components).
     """
-    iq = rng.standard_normal((2, *reflectivity.shape), dtype=np.float32)
-    iq *= reflectivity
-    # In place is safe: ndimage filters each line through its own buffer.
-    ndimage.correlate1d(iq, gaussian_kernel(axial_sigma_px), axis=1, output=iq, mode="reflect")
-    ndimage.correlate1d(iq, gaussian_kernel(lateral_sigma_px), axis=2, output=iq, mode="reflect")
-    return np.hypot(iq[0], iq[1])
+    iq = rng.integers(-128, 128, size=(2, *reflectivity.shape), dtype=np.int8).astype(np.float32)
+    iq *= reflectivity * SCATTERER_SCALE
+    iq = _correlate_symmetric(iq, gaussian_kernel(axial_sigma_px), axis=1)
+    iq = _correlate_symmetric(iq, gaussian_kernel(lateral_sigma_px), axis=2)
+    return np.sqrt(np.square(iq[0]) + np.square(iq[1]))
+
+
+def _correlate_symmetric(stack: np.ndarray, kernel: np.ndarray, axis: int) -> np.ndarray:
+    """`ndimage.correlate1d(stack, kernel, axis, mode="reflect")` for a symmetric kernel, as sums of
+    shifted whole slices (the same values to ~1e-6): ndimage filters line by line, 1.5x (along
+    rows) to 3x (down columns) slower."""
+    radius = kernel.size // 2
+    width = [(0, 0)] * stack.ndim
+    width[axis] = (radius, radius)
+    padded = np.pad(stack, width, mode="symmetric")  # ndimage's "reflect"
+    length = stack.shape[axis]
+
+    def shifted(offset: int) -> np.ndarray:
+        index = [slice(None)] * stack.ndim
+        index[axis] = slice(radius + offset, radius + offset + length)
+        return padded[tuple(index)]
+
+    out = shifted(0) * kernel[radius]
+    for offset in range(1, radius + 1):
+        out += (shifted(-offset) + shifted(offset)) * kernel[radius + offset]
+    return out
 
 
 def reduce_speckle(envelope: np.ndarray) -> np.ndarray:
@@ -67,11 +92,23 @@ def reduce_speckle(envelope: np.ndarray) -> np.ndarray:
     return smoothed
 
 
+def accumulated_attenuation(extra_attenuation_per_row: np.ndarray) -> np.ndarray:
+    """The extra attenuation (dB, height x width) that each row adds, accumulated with depth: what
+    produces posterior enhancement (negative, in fluid) and shadowing (positive, in dense tissue)."""
+    out = np.zeros(extra_attenuation_per_row.shape, np.float32)
+    # Only the columns the extra attenuation reaches accumulate any (elsewhere it adds exactly 0).
+    cols = np.flatnonzero(extra_attenuation_per_row.any(axis=0))
+    if cols.size:
+        band = slice(cols[0], cols[-1] + 1)
+        out[:, band] = np.cumsum(extra_attenuation_per_row[:, band], axis=0, dtype=np.float32)
+    return out
+
+
 def depth_gain_db(
     height: int,
     attenuation_db: float,
     tgc_compensation: float,
-    extra_attenuation_per_row: np.ndarray | None = None,
+    accumulated_extra_db: np.ndarray | None = None,
 ) -> np.ndarray:
     """Round-trip gain in dB per row (and per column where extra attenuation is given).
 
@@ -80,25 +117,14 @@ def depth_gain_db(
         attenuation_db: round-trip attenuation of background tissue over the full depth.
         tgc_compensation: share of that attenuation the TGC curve gives back (0..1);
             below 1 the deep region stays darker, as on real scanners.
-        extra_attenuation_per_row: optional (height x width) attenuation in dB added by
-            each row on top of background (negative inside fluid, positive inside
-            shadowing tissue); it accumulates with depth, which is what produces
-            posterior enhancement and shadowing.
+        accumulated_extra_db: optional (height x width) `accumulated_attenuation` of a lesion.
 
     Returns:
         (height x 1) or (height x width) float32 gain in dB.
     """
     depth = (np.arange(height, dtype=np.float32) + 0.5) / height
     gain = (-(1.0 - tgc_compensation) * attenuation_db * depth)[:, None]
-    if extra_attenuation_per_row is None:
-        return gain
-    # Only the columns the extra attenuation reaches accumulate any (elsewhere it adds exactly 0).
-    out = np.repeat(gain, extra_attenuation_per_row.shape[1], axis=1)
-    cols = np.flatnonzero(extra_attenuation_per_row.any(axis=0))
-    if cols.size:
-        band = slice(cols[0], cols[-1] + 1)
-        out[:, band] -= np.cumsum(extra_attenuation_per_row[:, band], axis=0, dtype=np.float32)
-    return out
+    return gain if accumulated_extra_db is None else gain - accumulated_extra_db
 
 
 def log_compress(
@@ -114,7 +140,8 @@ def log_compress(
         clip: clip to [0, 255]; without, levels below black keep their speckle for a later
             grey-level map (an appearance profile) to bring into view.
     """
-    level_db = 20.0 * np.log10(envelope + np.float32(1e-6))
+    level_db = np.log(envelope + np.float32(1e-6))
+    level_db *= np.float32(20.0 / np.log(10.0))  # 20 log10, from np.log: 3x cheaper than np.log10
     level_db += gain_db
     grey = (level_db - (white_db - dynamic_range_db)) * np.float32(255.0 / dynamic_range_db)
     return np.clip(grey, 0.0, 255.0, out=grey) if clip else grey

@@ -29,6 +29,7 @@ from busforge.errors import BadInput
 from busforge.renderers.attribute_look import enforce_attributes
 from busforge.renderers.base import BaseRenderer, parse_renderer_options
 from busforge.renderers.bmode import (
+    accumulated_attenuation,
     depth_gain_db,
     log_compress,
     reduce_speckle,
@@ -41,7 +42,7 @@ from busforge.vocab import BOUNDARIES, ECHOGENICITIES, PATHOLOGIES
 if TYPE_CHECKING:
     from busforge.renderers.base import RenderItem
 
-ALGORITHM_VERSION = "bmode-2"
+ALGORITHM_VERSION = "bmode-3"
 RENDERER_STREAM = 2
 POSTERIOR_FADE = 2.0  # profiled posterior effect fades over this many lesion heights below it
 PROFILE_STREAM = 1  # [seed, RENDERER_STREAM, PROFILE_STREAM]: the profile record drawn per image
@@ -91,18 +92,66 @@ def _resampling_matrix(n_out: int, n_in: int) -> np.ndarray:
     return weights.astype(np.float32)
 
 
-def _upsample(coarse: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    rows = _resampling_matrix(shape[0], coarse.shape[0])
-    cols = _resampling_matrix(shape[1], coarse.shape[1])
-    return rows @ coarse.astype(np.float32) @ cols.T
+@lru_cache(maxsize=64)
+def _resampling_moments(n_out: int, n_in: int) -> tuple[np.ndarray, np.ndarray]:
+    """The resampling matrix's column means and Gram matrix (float64): what a field's mean and
+    std need (`_SmoothField`)."""
+    weights = _resampling_matrix(n_out, n_in).astype(np.float64)
+    return weights.mean(axis=0), weights.T @ weights
 
 
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], cells: tuple[int, int]) -> np.ndarray:
-    """Zero-mean, unit-std smooth random field on `shape`, with `cells` independent cells."""
-    field = _upsample(rng.standard_normal(cells, dtype=np.float32), shape)
-    field -= field.mean()
-    field *= 1.0 / (field.std() + 1e-6)
-    return field
+def _upsample_where(coarse: np.ndarray, shape: tuple[int, int], where: np.ndarray) -> np.ndarray:
+    """COARSE resampled to SHAPE (`_resampling_matrix` both ways) near WHERE's cells only, zero
+    elsewhere: beyond the resampling's reach (3 cells = 5 of its sigmas) the rest contributes under
+    1e-5 of a cell's value."""
+    out = np.zeros(shape, np.float32)
+    box = _support(where)
+    if box is None:
+        return out
+    box = tuple(
+        slice(max(b.start - 3, 0), min(b.stop + 3, n)) for b, n in zip(box, coarse.shape, strict=True)
+    )
+    rows = _resampling_matrix(shape[0], coarse.shape[0])[:, box[0]]
+    cols = _resampling_matrix(shape[1], coarse.shape[1])[:, box[1]]
+    fine = tuple(_span(matrix.max(axis=1) > 1e-5) for matrix in (rows, cols))
+    out[fine] = rows[fine[0]] @ coarse[box].astype(np.float32) @ cols[fine[1]].T
+    return out
+
+
+def _span(where: np.ndarray) -> slice:
+    """From the first to the last true entry of a 1-D WHERE."""
+    index = np.flatnonzero(where)
+    return slice(index[0], index[-1] + 1)
+
+
+class _SmoothField:
+    """A zero-mean, unit-std smooth random field on `shape` with `cells` independent cells, drawn
+    now and evaluated later on the rows and columns that are needed.
+
+    Its mean and std over the whole field come from the coarse cells and the resampling matrices
+    (mean = r'Ck, mean square = sum(C * (R'R C K'K)) / HW), so a block is normalised exactly as
+    the whole field would be, without computing the rest of it.
+    """
+
+    def __init__(self, rng: np.random.Generator, shape: tuple[int, int], cells: tuple[int, int]):
+        self.coarse = rng.standard_normal(cells, dtype=np.float32)
+        self.row_weights = _resampling_matrix(shape[0], cells[0])
+        self.col_weights = _resampling_matrix(shape[1], cells[1])
+        (row_mean, row_gram), (col_mean, col_gram) = (
+            _resampling_moments(shape[0], cells[0]),
+            _resampling_moments(shape[1], cells[1]),
+        )
+        coarse = self.coarse.astype(np.float64)
+        mean = row_mean @ coarse @ col_mean
+        mean_square = np.sum(coarse * (row_gram @ coarse @ col_gram)) / (shape[0] * shape[1])
+        self.mean = np.float32(mean)
+        self.scale = np.float32(1.0 / (np.sqrt(max(mean_square - mean**2, 0.0)) + 1e-6))
+
+    def rows(self, band: slice, columns: slice = slice(None)) -> np.ndarray:
+        field = self.row_weights[band] @ self.coarse @ self.col_weights[columns].T
+        field -= self.mean
+        field *= self.scale
+        return field
 
 
 def _ridges(field: np.ndarray, width: float) -> np.ndarray:
@@ -157,31 +206,50 @@ def _tissue_reflectivity(rng: np.random.Generator, shape: tuple[int, int]) -> np
 
     # Textures: laterally elongated smooth fields (log-normal echo levels), and thin
     # bright lines along zero crossings (septa, fibrous strands, muscle fascicles).
-    lobules = _smooth_noise(rng, shape, (max(4, height // 34), max(3, width // 30)))
-    bands = _smooth_noise(rng, shape, (max(4, height // 16), max(3, width // 40)))
-    islands = _smooth_noise(rng, shape, (max(4, height // 24), max(3, width // 24)))
-    strands = _ridges(_smooth_noise(rng, shape, (max(4, height // 7), max(3, width // 28))), 0.22)
-    fibres = _smooth_noise(rng, shape, (max(4, height // 10), max(3, width // 48)))
+    lobules = _SmoothField(rng, shape, (max(4, height // 34), max(3, width // 30)))
+    bands = _SmoothField(rng, shape, (max(4, height // 16), max(3, width // 40)))
+    islands = _SmoothField(rng, shape, (max(4, height // 24), max(3, width // 24)))
+    strands = _SmoothField(rng, shape, (max(4, height // 7), max(3, width // 28)))
+    fibres = _SmoothField(rng, shape, (max(4, height // 10), max(3, width // 48)))
 
     fat_level = rng.uniform(0.22, 0.35)
     gland_level = rng.uniform(0.8, 1.1)
     muscle_level = rng.uniform(0.35, 0.5)
 
-    fat_map = fat_level * np.exp(0.5 * lobules) + 0.8 * _ridges(lobules, 0.12)
-    fatty_islands = np.clip(islands * -1.5 - 0.9, 0.0, 1.0)  # fat lobules inside the gland
-    gland_map = gland_level * np.exp(1.0 * bands) * (1.0 - 0.6 * fatty_islands) + 2.0 * strands
-    muscle_map = muscle_level * np.exp(0.35 * fibres) + 0.5 * _ridges(fibres, 0.2)
+    def fat_map(band: slice) -> np.ndarray:
+        field = lobules.rows(band)
+        return fat_level * np.exp(0.5 * field) + 0.8 * _ridges(field, 0.12)
+
+    def gland_map(band: slice) -> np.ndarray:
+        fatty_islands = np.clip(islands.rows(band) * -1.5 - 0.9, 0.0, 1.0)  # fat lobules inside the gland
+        return gland_level * np.exp(bands.rows(band)) * (1.0 - 0.6 * fatty_islands) + 2.0 * _ridges(
+            strands.rows(band), 0.22
+        )
+
+    def muscle_map(band: slice) -> np.ndarray:
+        field = fibres.rows(band)
+        return muscle_level * np.exp(0.35 * field) + 0.5 * _ridges(field, 0.2)
 
     reflectivity = np.full(shape, 0.03, dtype=np.float32)  # coupling gel above the skin
-    for level_map, interface in (
-        (3.5, skin),
+    layers = [
+        (lambda band: np.float32(3.5), skin),
         (fat_map, dermis),
         (gland_map, fat),
-        (0.3, gland),
+        (lambda band: np.float32(0.3), gland),
         (muscle_map, muscle),
-    ):
-        weight = _below(depth, interface, soft)
-        reflectivity += weight * (level_map - reflectivity)
+    ]
+    rows = depth[:, 0]
+    for index, (level_map, interface) in enumerate(layers):
+        # A layer shows from where its interface's ramp starts down to where the next layer covers
+        # every column: its texture is computed on those rows only.
+        start = int(np.searchsorted(rows, float(interface.min()) - soft))
+        below_next = layers[index + 1][1] if index + 1 < len(layers) else None
+        stop = height if below_next is None else int(np.searchsorted(rows, float(below_next.max()) + soft))
+        if stop <= start:
+            continue
+        band = slice(start, stop)
+        weight = _below(depth[band], interface, soft)
+        reflectivity[band] += weight * (level_map(band) - reflectivity[band])
     # Bright fascia line on top of the muscle: exactly 0 in float32 beyond 10.2 line widths, so
     # only the rows within 12 of them are computed.
     reach = 12 * 2.5 / height
@@ -217,13 +285,27 @@ def _lesion_weight(
     coarse = coarse.reshape(coarse_shape[0], factor, coarse_shape[1], factor).mean(axis=(1, 3))
     blur_px = rng.uniform(0.014, 0.024) * height / factor
     coarse = ndimage.gaussian_filter(coarse, blur_px, mode="nearest")
-    level = _upsample(coarse, grid)
+    level = _upsample_where(coarse, grid, coarse > 1e-6)
     # Angular, ill-defined margin: perturb the level set with fine noise, near the margin only:
     # level * (1 - level) peaks on the edge and vanishes away from it (the noise alone dotted
     # 5-12 % of the tissue far from the lesion with lesion-like dark blobs).
-    jagged = _smooth_noise(rng, grid, (max(4, grid[0] // 10), max(4, grid[1] // 6)))
-    level += rng.uniform(0.12, 0.22) * jagged * (4.0 * level * (1.0 - level))
+    jagged = _SmoothField(rng, grid, (max(4, grid[0] // 10), max(4, grid[1] // 6)))
+    amplitude = rng.uniform(0.12, 0.22)
+    # Only where the level is above 1e-3: below, the noise (|jagged| < 5) cannot lift it anywhere
+    # near the 0.19 at which the membership below starts, so it is computed on that box alone.
+    box = _support(level > 1e-3)
+    if box is not None:
+        near = level[box]
+        near += amplitude * jagged.rows(*box) * (4.0 * near * (1.0 - near))
     return np.clip((level - 0.5) * 1.6 + 0.5, 0.0, 1.0)
+
+
+def _support(where: np.ndarray) -> tuple[slice, slice] | None:
+    """The bounding box of WHERE's true pixels (None when there are none)."""
+    rows, cols = np.flatnonzero(where.any(axis=1)), np.flatnonzero(where.any(axis=0))
+    if rows.size == 0:
+        return None
+    return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
 def _lesion_look(
@@ -243,8 +325,10 @@ def _lesion_look(
         attenuation_factor = rng.uniform(0.6, 1.8)  # dense stroma: posterior shadowing
     interior = np.full(grid, level, dtype=np.float32)
     if echogenicity == "heterogeneous":
-        patches = _smooth_noise(rng, grid, (max(4, grid[0] // 14), max(4, grid[1] // 8)))
-        interior *= np.exp(1.0 * patches)
+        patches = _SmoothField(rng, grid, (max(4, grid[0] // 14), max(4, grid[1] // 8)))
+        box = _support(weight > 0)  # the interior shows nowhere else
+        if box is not None:
+            interior[box] *= np.exp(patches.rows(*box))
         if pathology == "malignant":
             # Microcalcifications: a few bright point reflectors inside the lesion.
             inside = np.flatnonzero(weight > 0.9)
@@ -298,16 +382,23 @@ def render_bmode(
     reflectivity = _tissue_reflectivity(rng, grid)
     attenuation_db = rng.uniform(35.0, 50.0)
     tgc_compensation = rng.uniform(0.65, 0.82)
-    extra_attenuation = None
+    accumulated = None  # the lesion's extra attenuation, accumulated with depth (dB)
     lesion = None
     if mask.any():
         lesion = _lesion_look(rng, mask, grid, pathology, echogenicity, boundary)
         reflectivity += lesion.weight * (lesion.interior - reflectivity)
-        extra_attenuation = lesion.weight * np.float32(lesion.attenuation_factor * attenuation_db / height)
-        # The beam is wider than a column: soften the sides of the shadow / enhancement.
-        extra_attenuation = ndimage.uniform_filter1d(
-            extra_attenuation, size=max(3, grid[1] // 32) | 1, axis=1, mode="nearest"
-        )
+        extra_attenuation = np.zeros(grid, np.float32)  # per row
+        rows = np.flatnonzero(lesion.weight.any(axis=1))
+        if rows.size:  # the rows the lesion is on: elsewhere it adds none
+            band = slice(rows[0], rows[-1] + 1)
+            # The beam is wider than a column: soften the sides of the shadow / enhancement.
+            extra_attenuation[band] = ndimage.uniform_filter1d(
+                lesion.weight[band] * np.float32(lesion.attenuation_factor * attenuation_db / height),
+                size=max(3, grid[1] // 32) | 1,
+                axis=1,
+                mode="nearest",
+            )
+        accumulated = accumulated_attenuation(extra_attenuation)
 
     size_scale = speckle_scale * height / 512.0
     envelope = speckle_envelope(
@@ -317,7 +408,7 @@ def render_bmode(
         lateral_sigma_px=max(0.6, LATERAL_SIGMA_PX_AT_512 * size_scale / 2.0),
     )
     envelope = reduce_speckle(envelope)
-    gain = depth_gain_db(height, attenuation_db, tgc_compensation, extra_attenuation)
+    gain = depth_gain_db(height, attenuation_db, tgc_compensation, accumulated)
     # Mean log-envelope of unit-reflectivity tissue is about 0.5 dB (Rayleigh).
     white_db = 0.5 + (1.0 - TISSUE_LEVEL) * dynamic_range_db
     grey = log_compress(envelope, gain, dynamic_range_db, white_db, clip=profile is None)
@@ -330,8 +421,8 @@ def render_bmode(
             lesion is not None,
         )
         posterior_shape = geometry = tissue = None
-        if extra_attenuation is not None:
-            posterior_shape = _posterior_shape(extra_attenuation, mask)
+        if accumulated is not None:
+            posterior_shape = _posterior_shape(accumulated, mask)
             # The measures' bands (computed once, shared by the profile and the attribute checks).
             geometry = lesion_geometry(mask)
             tissue = tissue_beyond_ring(geometry, mask.shape)[:, ::2]  # on the speckle grid
@@ -340,7 +431,7 @@ def render_bmode(
         )
         if lesion is not None and profile.attribute_thresholds:
             full = upsample_lateral(grey, width)
-            weight = upsample_lateral(lesion.weight, width)
+            weight = _upsample_support(lesion.weight, width)
             full = enforce_attributes(
                 full,
                 weight,
@@ -354,16 +445,30 @@ def render_bmode(
     return upsample_lateral(grey, width).round().astype(np.uint8)
 
 
-def _posterior_shape(extra_attenuation: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Where the lesion's attenuation acts (0..1 on the speckle grid): its cumulative effect with
+def _upsample_support(weight: np.ndarray, width: int) -> np.ndarray:
+    """`upsample_lateral(weight, width)` computed on the lesion's support only (zero elsewhere)."""
+    out = np.zeros((weight.shape[0], width), np.float32)
+    rows, cols = np.flatnonzero(weight.any(axis=1)), np.flatnonzero(weight.any(axis=0))
+    if rows.size == 0:
+        return out
+    # One zero column each side, so the block's edge columns interpolate as the whole image's do.
+    start, stop = max(cols[0] - 1, 0), min(cols[-1] + 2, weight.shape[1])
+    block = upsample_lateral(weight[rows[0] : rows[-1] + 1, start:stop], 2 * (stop - start))
+    end = min(2 * stop, width)
+    out[rows[0] : rows[-1] + 1, 2 * start : end] = block[:, : end - 2 * start]
+    return out
+
+
+def _posterior_shape(accumulated: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Where the lesion's attenuation acts (0..1 on the speckle grid): its effect accumulated with
     depth, fading below the lesion as scattered sound fills in. Zero in columns it does not reach."""
-    height = extra_attenuation.shape[0]
-    shape = np.zeros(extra_attenuation.shape, np.float32)
-    cols = np.flatnonzero(extra_attenuation.any(axis=0))
+    height = accumulated.shape[0]
+    shape = np.zeros(accumulated.shape, np.float32)
+    cols = np.flatnonzero(accumulated.any(axis=0))
     if cols.size == 0:
         return shape
     band = slice(cols[0], cols[-1] + 1)
-    reach = np.abs(np.cumsum(extra_attenuation[:, band], axis=0, dtype=np.float32))
+    reach = np.abs(accumulated[:, band])
     rows = np.flatnonzero(mask.any(axis=1))
     below = np.maximum(np.arange(height, dtype=np.float32) - rows[-1], 0.0)
     fade = np.exp(-below / (POSTERIOR_FADE * (rows[-1] - rows[0] + 1)))[:, None]

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ from busforge.renderers.order_statistics import sorted_quantile, sorted_quantile
 PROFILE_FORMAT = "busforge-appearance-profile"
 PROFILE_VERSION = 2
 # How the renderer applies a profile (this module and renderers.attribute_look): in the fingerprint.
-APPLY_VERSION = "apply-2"
+APPLY_VERSION = "apply-3"
 SUPPORTED_VERSIONS = (1, 2)  # version 1 records carry no `attributes`
 SHIPPED_PROFILES = ("busi", "busbra")
 QUANTILE_LEVELS = tuple(round(float(q), 2) for q in np.linspace(0.0, 1.0, 21))
@@ -209,6 +209,8 @@ class Profile:
     digest: str
     records: tuple[dict[str, Any], ...]
     attribute_thresholds: dict[str, float] | None = None  # the fitted dataset's (dataset.attributes)
+    # The records `draw` chooses from, per (pathology, echogenicity, boundary, lesion): found once.
+    _pools: dict[tuple, tuple[dict[str, Any], ...]] = field(default_factory=dict, compare=False, repr=False)
 
     def identity(self) -> dict[str, str]:
         return {"profile": self.name, "profile_sha256": self.digest, "profile_algorithm": APPLY_VERSION}
@@ -217,6 +219,13 @@ class Profile:
         self, rng: np.random.Generator, pathology: str, echogenicity: str, boundary: str, lesion: bool
     ) -> dict:
         """One record: of the same pathology, echogenicity and boundary where at least MIN_RECORDS exist."""
+        key = (pathology, echogenicity, boundary, lesion)
+        if key not in self._pools:
+            self._pools[key] = self._pool(pathology, echogenicity, boundary, lesion)
+        pool = self._pools[key]
+        return pool[int(rng.integers(len(pool)))]
+
+    def _pool(self, pathology: str, echogenicity: str, boundary: str, lesion: bool) -> tuple[dict, ...]:
         pool: list[dict[str, Any]] = list(self.records)
         if lesion:
             wanted = [r for r in pool if "lesion_percentile" in r]
@@ -232,7 +241,7 @@ class Profile:
         else:
             normal = [r for r in pool if "lesion_percentile" not in r]
             pool = normal if len(normal) >= MIN_RECORDS else pool
-        return pool[int(rng.integers(len(pool)))]
+        return tuple(pool)
 
 
 def parse_profile(text: str, source: str) -> Profile:
@@ -318,6 +327,24 @@ def _band_curve(values: np.ndarray, height: int) -> np.ndarray:
     return np.interp(np.arange(height) + 0.5, centres, values).astype(np.float32)
 
 
+MAP_NODES = 4097  # the grey-level map's table: nodes a range/4096 apart
+
+
+def _piecewise_linear(values: np.ndarray, xp: np.ndarray, fp: np.ndarray) -> np.ndarray:
+    """`np.interp(values, xp, fp)` as float32, read from a fine table of it with linear steps between
+    its nodes: 4x cheaper than np.interp's search per pixel. It differs only in the table cells that
+    hold a knot of XP, by at most a quarter of the slope change times the cell width (a few hundredths
+    of a grey level)."""
+    lo, hi = float(xp[0]), float(xp[-1])
+    table = np.interp(np.linspace(lo, hi, MAP_NODES), xp, fp).astype(np.float32)
+    position = (values - np.float32(lo)) * np.float32((MAP_NODES - 1) / max(hi - lo, 1e-12))
+    np.clip(position, 0.0, MAP_NODES - 1, out=position)
+    cell = np.minimum(position.astype(np.int32), MAP_NODES - 2)
+    position -= cell  # now the fraction of the way through the cell
+    below = table[cell]
+    return below + (table[cell + 1] - below) * position
+
+
 def apply_profile(
     grey: np.ndarray,
     record: dict[str, Any],
@@ -349,7 +376,7 @@ def apply_profile(
     # (measured on every APPLY_STEP-th pixel each way: as accurate, and 4x cheaper).
     source_q = sorted_quantiles(out[::APPLY_STEP, ::APPLY_STEP], QUANTILE_LEVELS)
     source_q = np.maximum.accumulate(source_q + np.arange(len(source_q)) * 1e-4)  # strictly increasing
-    out = np.interp(out, source_q, np.asarray(record["quantiles"], dtype=np.float64)).astype(np.float32)
+    out = _piecewise_linear(out, source_q, np.asarray(record["quantiles"], dtype=np.float64))
     if lesion_weight is None or "lesion_percentile" not in record:
         return np.clip(out, 0.0, 255.0, out=out)
     lesion = lesion_weight > 0.5
