@@ -38,13 +38,15 @@ def pickled_files(folder: Path) -> list[str]:
 
 
 class Small(nn.Module):
-    """Trained conv and head drawn from `seed`; the frozen layer is the same in every instance."""
+    """Trained conv and head drawn from `seed`; the frozen layer is the same in every instance.
+    `unused` trains but gets no gradient, so AdamW holds no state for it (the checkpoint neither)."""
 
     def __init__(self, seed: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(2, 3, 3)
         self.head = nn.Linear(3, 2)
         self.frozen = nn.Linear(2, 2).requires_grad_(False)
+        self.unused = nn.Linear(1, 1)
         drawn, fixed = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(99)
         with torch.no_grad():
             for name, p in self.named_parameters():
@@ -113,6 +115,9 @@ def test_round_trip_is_exact_to_the_bit_and_training_continues_alike(tmp_path):
     assert optimizer_again.param_groups[0]["betas"] == (0.8, 0.95)
     assert optimizer_again.param_groups[0]["weight_decay"] == 0.05
     assert load_file(str(folder / MODEL_FILE)).keys() == trained(model).keys()  # nothing frozen saved
+    assert {k.partition("/")[2] for k in load_file(str(folder / OPTIMIZER_FILE))} == {
+        n for n in trained(model) if not n.startswith("unused")
+    }
 
     steps(model, optimizer, 3, 2)
     steps(again, optimizer_again, 3, 2)
@@ -197,7 +202,7 @@ def test_another_model_is_refused_before_anything_loads(tmp_path):
     folder, _, _ = written(tmp_path)
     other = nn.Sequential(nn.Linear(3, 2))
     with pytest.raises(
-        BadInput, match=r"2 trained parameter\(s\) missing \(e\.g\. 0\.bias\); 4 not in this run"
+        BadInput, match=r"2 trained parameter\(s\) missing \(e\.g\. 0\.bias\); 6 not in this run"
     ):
         load_checkpoint(folder, trained(other), torch.optim.AdamW(other.parameters()))
     wider = Small(1)
