@@ -1,6 +1,7 @@
 """Render processes keep their freed memory (busforge/executors/allocator.py)."""
 
 import json
+import platform
 import subprocess
 import sys
 
@@ -9,7 +10,9 @@ import pytest
 from busforge.executors import local
 from busforge.executors.allocator import retain_freed_memory
 
-pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="glibc's mallopt"
+)
 
 # Allocates and frees the arrays of profiled renders, and counts the page faults after a warm-up.
 CHILD = """

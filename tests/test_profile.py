@@ -283,3 +283,18 @@ def test_enforcement_dynamic_range_equals_the_measures_own():
             assert tracked() == dynamic_range(image[::2, ::2]), case
             scale, shift = np.float32(rng.uniform(0.5, 1.5)), np.float32(rng.uniform(-30, 30))
             image[changing] = image[changing] * scale + shift
+
+
+def test_unclear_contrast_targets_are_held_on_their_side_of_the_threshold():
+    from busforge.renderers.attribute_look import _off, _targets
+
+    thresholds = {"echo_heterogeneity": 0.1, "boundary_contrast": 0.2, "boundary_sharpness": 0.15}
+    # A record unclear by contrast, but only just (between threshold / 1.03 and the threshold):
+    # its target is held beyond the threshold, and a contrast just above the threshold is moved.
+    _, contrast, _ = _targets(thresholds, {"boundary_contrast": 0.198}, "homogeneous", "unclear")
+    assert contrast <= 0.2 / 1.06
+    assert _off(0.203, contrast, 0.2, above=False)
+    # A record unclear by its sharpness keeps its contrast above the threshold, and is left there.
+    _, contrast, _ = _targets(thresholds, {"boundary_contrast": 0.3}, "homogeneous", "unclear")
+    assert contrast == 0.3
+    assert not _off(0.305, contrast, 0.2, above=False)

@@ -103,8 +103,10 @@ class _SubsampleRange:
 
 
 def _box_blur(field: np.ndarray, sigma: float) -> np.ndarray:
-    """A Gaussian-like blur of about SIGMA px: three box filters each way (their cost does not grow
-    with the width, a Gaussian's does: it was a fifth of the correction's time on large lesions)."""
+    """A Gaussian-like blur: three box filters each way, of the odd width whose three passes come
+    nearest SIGMA (their std is sqrt((width^2 - 1) / 4): 1.41 for any SIGMA below 2, then within
+    half a pixel of it; the crispening's amount is calibrated on the result, only its width follows). Their cost does not grow with the width, a Gaussian's does: it was a fifth of the
+    correction's time on large lesions."""
     size = 2 * round((np.sqrt(4.0 * sigma**2 + 1.0) - 1.0) / 2.0) + 1  # odd: centred; 3 boxes of it: ~sigma
     out = field
     for axis in (0, 1):
@@ -256,7 +258,9 @@ def _targets(
 ) -> tuple[float, float, float]:
     """(echo_heterogeneity, boundary_contrast, boundary_sharpness) to aim at (module docstring).
 
-    For an unclear boundary the sharpness is not aimed at (its contrast is below the threshold).
+    For an unclear boundary the sharpness is not aimed at: it reads unclear by its contrast, or, when
+    its record's contrast is above the threshold, by its sharpness (the loop blurs an edge that reads
+    clear).
     """
 
     def above(key: str) -> float:
@@ -272,18 +276,22 @@ def _targets(
     echo = above("echo_heterogeneity") if echogenicity == "heterogeneous" else below("echo_heterogeneity")
     if boundary == "clear":
         return echo, above("boundary_contrast"), above("boundary_sharpness")
-    # Unclear: the record's contrast as it is (its margin may be unclear by sharpness alone).
+    # Unclear: the record's contrast as it is when above the threshold (its margin is unclear by its
+    # sharpness alone), else held beyond the threshold as the other targets are.
     contrast = record.get("boundary_contrast")
-    return echo, below("boundary_contrast") if contrast is None else float(contrast), 0.0
+    if contrast is not None and float(contrast) >= thresholds["boundary_contrast"]:
+        return echo, float(contrast), 0.0
+    return echo, below("boundary_contrast"), 0.0
 
 
 def _off(value: float, wanted: float, threshold: float, above: bool) -> bool:
-    """Whether VALUE needs moving: off its target by more than TOLERANCE, or too near the threshold
-    on a side the target is on. (An unclear margin's contrast target may lie above the contrast
-    threshold, the margin being unclear by its sharpness: the contrast then only has to be near
-    its target; before, such lesions were moved by nothing until the passes ran out.)"""
+    """Whether VALUE needs moving: off its target by more than TOLERANCE, or, when the target is on
+    the label's side of the threshold, too near the threshold. (An unclear margin's contrast target
+    may lie above the contrast threshold, the margin being unclear by its sharpness: that contrast
+    only has to be near its target; before, such lesions were moved by nothing until the passes ran
+    out.)"""
     if above:
-        near = value < SAFE_MARGIN * threshold <= wanted
+        near = wanted > threshold and value < SAFE_MARGIN * threshold
     else:
-        near = value > threshold / SAFE_MARGIN >= wanted
+        near = wanted < threshold and value > threshold / SAFE_MARGIN
     return near or abs(value - wanted) > TOLERANCE * wanted

@@ -25,10 +25,28 @@ def gaussian_kernel(sigma_px: float) -> np.ndarray:
     return taps.astype(np.float32)
 
 
-# Scatterer amplitudes are uniform bytes: after the PSF sums dozens of them the echo is Gaussian all
-# the same (central limit), and bytes cost a seventh of Gaussian draws. Their variance is
-# (256^2 - 1) / 12, which this scale brings to 1.
-SCATTERER_SCALE = np.float32(1.0 / np.sqrt((256.0**2 - 1.0) / 12.0))
+# Scatterer amplitudes: where the PSF spans at least a cell each way (sigma >= 1), each is the sum
+# of four uniform bytes, 2.5x cheaper than a Gaussian draw and as good once the PSF has summed them
+# (envelope mean/std 1.900 vs Rayleigh's 1.91). A narrower PSF sums too few of them for that (one
+# byte each gave 1.94 at 512² and 2.15 at 256²; four, 1.96 at 256²), so those draw Gaussians.
+BYTE_SCATTERERS_MIN_SIGMA = 1.0
+BYTES_PER_SCATTERER = 4
+_BYTE_MEAN = BYTES_PER_SCATTERER * 255 / 2
+_BYTE_SCALE = np.float32(1.0 / np.sqrt(BYTES_PER_SCATTERER * (256.0**2 - 1.0) / 12.0))
+
+
+def _scatterers(rng: np.random.Generator, shape: tuple[int, ...], byte_sums: bool) -> np.ndarray:
+    """Zero-mean, unit-variance random scatterer amplitudes (float32)."""
+    if not byte_sums:
+        return rng.standard_normal(shape, dtype=np.float32)
+    planes = rng.integers(0, 256, size=(BYTES_PER_SCATTERER, *shape), dtype=np.uint8)
+    total = planes[0].astype(np.int16)
+    for plane in planes[1:]:
+        total += plane
+    out = total.astype(np.float32)
+    out -= np.float32(_BYTE_MEAN)
+    out *= _BYTE_SCALE
+    return out
 
 
 def speckle_envelope(
@@ -46,8 +64,9 @@ def speckle_envelope(
         Envelope with the shape of `reflectivity`; mean about 1.25 * reflectivity where
         reflectivity varies slowly (Rayleigh mean for unit-variance components).
     """
-    iq = rng.integers(-128, 128, size=(2, *reflectivity.shape), dtype=np.int8).astype(np.float32)
-    iq *= reflectivity * SCATTERER_SCALE
+    byte_sums = min(axial_sigma_px, lateral_sigma_px) >= BYTE_SCATTERERS_MIN_SIGMA
+    iq = _scatterers(rng, (2, *reflectivity.shape), byte_sums)
+    iq *= reflectivity
     iq = _correlate_symmetric(iq, gaussian_kernel(axial_sigma_px), axis=1)
     iq = _correlate_symmetric(iq, gaussian_kernel(lateral_sigma_px), axis=2)
     return np.sqrt(np.square(iq[0]) + np.square(iq[1]))

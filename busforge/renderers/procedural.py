@@ -388,9 +388,9 @@ def render_bmode(
         lesion = _lesion_look(rng, mask, grid, pathology, echogenicity, boundary)
         reflectivity += lesion.weight * (lesion.interior - reflectivity)
         extra_attenuation = np.zeros(grid, np.float32)  # per row
-        rows = np.flatnonzero(lesion.weight.any(axis=1))
-        if rows.size:  # the rows the lesion is on: elsewhere it adds none
-            band = slice(rows[0], rows[-1] + 1)
+        box = _support(lesion.weight != 0)
+        if box is not None:  # the rows the lesion is on: elsewhere it adds none
+            band = box[0]
             # The beam is wider than a column: soften the sides of the shadow / enhancement.
             extra_attenuation[band] = ndimage.uniform_filter1d(
                 lesion.weight[band] * np.float32(lesion.attenuation_factor * attenuation_db / height),
@@ -400,13 +400,8 @@ def render_bmode(
             )
         accumulated = accumulated_attenuation(extra_attenuation)
 
-    size_scale = speckle_scale * height / 512.0
-    envelope = speckle_envelope(
-        reflectivity,
-        rng,
-        axial_sigma_px=max(0.6, AXIAL_SIGMA_PX_AT_512 * size_scale),
-        lateral_sigma_px=max(0.6, LATERAL_SIGMA_PX_AT_512 * size_scale / 2.0),
-    )
+    axial_sigma_px, lateral_sigma_px = psf_sigmas(height, speckle_scale)
+    envelope = speckle_envelope(reflectivity, rng, axial_sigma_px, lateral_sigma_px)
     envelope = reduce_speckle(envelope)
     gain = depth_gain_db(height, attenuation_db, tgc_compensation, accumulated)
     # Mean log-envelope of unit-reflectivity tissue is about 0.5 dB (Rayleigh).
@@ -448,15 +443,25 @@ def render_bmode(
 def _upsample_support(weight: np.ndarray, width: int) -> np.ndarray:
     """`upsample_lateral(weight, width)` computed on the lesion's support only (zero elsewhere)."""
     out = np.zeros((weight.shape[0], width), np.float32)
-    rows, cols = np.flatnonzero(weight.any(axis=1)), np.flatnonzero(weight.any(axis=0))
-    if rows.size == 0:
+    box = _support(weight != 0)
+    if box is None:
         return out
+    rows, cols = box
     # One zero column each side, so the block's edge columns interpolate as the whole image's do.
-    start, stop = max(cols[0] - 1, 0), min(cols[-1] + 2, weight.shape[1])
-    block = upsample_lateral(weight[rows[0] : rows[-1] + 1, start:stop], 2 * (stop - start))
+    start, stop = max(cols.start - 1, 0), min(cols.stop + 1, weight.shape[1])
+    block = upsample_lateral(weight[rows, start:stop], 2 * (stop - start))
     end = min(2 * stop, width)
-    out[rows[0] : rows[-1] + 1, 2 * start : end] = block[:, : end - 2 * start]
+    out[rows, 2 * start : end] = block[:, : end - 2 * start]
     return out
+
+
+def psf_sigmas(height: int, speckle_scale: float) -> tuple[float, float]:
+    """The PSF's (axial, lateral) standard deviations on the speckle grid, in cells."""
+    size_scale = speckle_scale * height / 512.0
+    return (
+        max(0.6, AXIAL_SIGMA_PX_AT_512 * size_scale),
+        max(0.6, LATERAL_SIGMA_PX_AT_512 * size_scale / 2.0),  # the grid has half the columns
+    )
 
 
 def _posterior_shape(accumulated: np.ndarray, mask: np.ndarray) -> np.ndarray:
