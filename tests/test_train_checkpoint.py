@@ -152,6 +152,26 @@ def test_grad_scaler_state_is_json_numbers(tmp_path):
     assert fresh.state_dict() == scaler.state_dict()
 
 
+@pytest.mark.parametrize("saved", [{"scale": 512.0}, {"scale": "big"}, [1, 2]])
+def test_a_damaged_grad_scaler_state_is_refused_before_anything_loads(tmp_path, saved):
+    folder, _, _ = written(tmp_path)
+    state = json.loads((folder / STATE_FILE).read_text())
+    (folder / STATE_FILE).write_text(json.dumps({**state, "grad_scaler": saved}))
+    again = Small(1)
+    before = {n: p.detach().clone() for n, p in trained(again).items()}
+    with pytest.raises(BadInput, match=rf"{STATE_FILE}: grad_scaler must hold"):
+        load_checkpoint(folder, trained(again), adamw(again), torch.amp.GradScaler("cpu"))
+    assert all(torch.equal(p, before[n]) for n, p in trained(again).items())  # nothing half-loaded
+
+
+def test_a_scaler_saved_disabled_lets_the_resumed_one_start_afresh(tmp_path):
+    folder, _, _ = written(tmp_path, scaler=torch.amp.GradScaler("cpu", enabled=False))
+    fresh = torch.amp.GradScaler("cpu", init_scale=64.0)
+    again = Small(1)
+    load_checkpoint(folder, trained(again), adamw(again), fresh)
+    assert fresh.get_scale() == 64.0
+
+
 @pytest.mark.parametrize(
     ("damage", "message"),
     [

@@ -111,6 +111,7 @@ def write_checkpoint(
     for name in FILES:
         with open(folder / name, "rb") as f:
             os.fsync(f.fileno())
+    sync_folder(folder)
 
 
 def load_checkpoint(folder: Path, params: Mapping[str, Any], optimizer: Any, scaler: Any = None) -> None:
@@ -122,6 +123,7 @@ def load_checkpoint(folder: Path, params: Mapping[str, Any], optimizer: Any, sca
     import torch
 
     state = read_state(folder)
+    scaler_state = _scaler_state(folder, state) if scaler is not None else None
     weights = _read_tensors(folder / MODEL_FILE, "cpu")
     _check_names(folder / MODEL_FILE, weights.keys(), params.keys(), "trained parameter")
     for name, p in params.items():
@@ -136,8 +138,36 @@ def load_checkpoint(folder: Path, params: Mapping[str, Any], optimizer: Any, sca
         for name, p in params.items():
             p.copy_(weights[name])
     optimizer.load_state_dict(optimizer_state)
-    if scaler is not None and "grad_scaler" in state:
-        scaler.load_state_dict(state["grad_scaler"])
+    if scaler_state:
+        scaler.load_state_dict(scaler_state)
+
+
+SCALER_KEYS = ("scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker")
+
+
+def _scaler_state(folder: Path, state: dict[str, Any]) -> dict[str, Any] | None:
+    """The GradScaler's saved state, checked before anything is loaded (None or empty: none saved, as
+    by a run without fp16 or a disabled scaler; the scaler then starts afresh)."""
+    saved = state.get("grad_scaler")
+    if not saved:
+        return None
+    if not isinstance(saved, dict) or any(
+        not isinstance(saved.get(key), int | float) or isinstance(saved.get(key), bool) for key in SCALER_KEYS
+    ):
+        raise BadInput(
+            f"{folder / STATE_FILE}: grad_scaler must hold the numbers {', '.join(SCALER_KEYS)}; "
+            f"the file is damaged: resume from another checkpoint, or {FRESH_START}"
+        )
+    return saved
+
+
+def sync_folder(folder: Path) -> None:
+    """Make FOLDER's entries (files created or renamed in it) durable, as fsync does a file's data."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
 
 
 # -- the optimizer's state by parameter name ---------------------------------------------------------

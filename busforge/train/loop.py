@@ -30,7 +30,7 @@ import numpy as np
 
 from busforge.errors import BadInput
 from busforge.models.weights import TRAINING_CHECKPOINTS
-from busforge.train.checkpoint import load_checkpoint, read_state, write_checkpoint
+from busforge.train.checkpoint import load_checkpoint, read_state, sync_folder, write_checkpoint
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
@@ -165,6 +165,7 @@ class TrainingLoop:
             if final.exists():
                 shutil.rmtree(final)
             tmp.rename(final)
+            sync_folder(root)  # the new checkpoint's name is on disk before older ones go
             for _, old in checkpoints(self.settings.out_dir)[: -self.settings.checkpoints_kept]:
                 shutil.rmtree(old)
         acc.wait_for_everyone()
