@@ -194,9 +194,12 @@ def test_evaluate_bad_inputs_exit_2_with_one_line(tmp_path: Path, datasets: tupl
     import sys
 
     generated, reference = datasets
+    other_network = tmp_path / "other.pt"  # not the checked file: never loaded (TorchScript runs code)
+    other_network.write_bytes(b"PK\x03\x04 a TorchScript archive would run what it carries")
     cases = [
         (["--split", "test", "--features", "tiny"], "no split 'test'"),
         (["--inception", str(tmp_path / "missing.pt")], "missing.pt"),
+        (["--inception", str(other_network)], "only that file is loaded"),
         (["--features", "resnet"], "unknown extractor"),
     ]
     for extra, expected in cases:

