@@ -105,8 +105,9 @@ class _SubsampleRange:
 def _box_blur(field: np.ndarray, sigma: float) -> np.ndarray:
     """A Gaussian-like blur: three box filters each way, of the odd width whose three passes come
     nearest SIGMA (their std is sqrt((width^2 - 1) / 4): 1.41 for any SIGMA below 2, then within
-    half a pixel of it; the crispening's amount is calibrated on the result, only its width follows). Their cost does not grow with the width, a Gaussian's does: it was a fifth of the
-    correction's time on large lesions."""
+    half a pixel of it; the crispening's amount is calibrated on the result, only its width follows).
+    Their cost does not grow with the width, a Gaussian's does: it was a fifth of the correction's
+    time on large lesions."""
     size = 2 * round((np.sqrt(4.0 * sigma**2 + 1.0) - 1.0) / 2.0) + 1  # odd: centred; 3 boxes of it: ~sigma
     out = field
     for axis in (0, 1):
