@@ -9,6 +9,7 @@ from scipy import ndimage
 from busforge.errors import BadInput
 from busforge.renderers.bmode import speckle_envelope
 from busforge.renderers.procedural import ProceduralRenderer, psf_sigmas, render_bmode
+from busforge.renderers.profile import load_profile
 
 SIZE = 256
 SEEDS = (0, 1, 2, 3)
@@ -235,3 +236,34 @@ def test_speckle_is_rayleigh_at_the_sizes_rendered(size):
     axial, lateral = psf_sigmas(size, 1.0)
     envelope = speckle_envelope(np.ones((256, 128), np.float32), np.random.default_rng(size), axial, lateral)
     assert envelope.mean() / envelope.std() == pytest.approx(1.91, rel=0.015)
+
+
+def test_default_look_reads_as_its_labels():
+    """Without a profile (the default every user gets) the lesions read back as their labels under the
+    importer's measures and BUSI's thresholds: >= 90 % per attribute over every label combination,
+    on realistic (busi prior) masks of every size."""
+    from busforge.dataset.attributes import Thresholds, classify, measure
+    from busforge.shapes.lesion import draw_mask
+    from busforge.shapes.priors import load_prior
+
+    thresholds = Thresholds(**load_profile("busi").attribute_thresholds)
+    prior = load_prior("busi")
+    hits = {"echogenicity": [], "boundary": []}
+    for combo, (pathology, echogenicity, boundary) in enumerate(
+        (p, e, b)
+        for p in ("benign", "malignant")
+        for e in ("homogeneous", "heterogeneous")
+        for b in ("clear", "unclear")
+    ):
+        bins = list(prior.size_bins(pathology).values())
+        for index in range(12):
+            seed = 1000 * combo + index
+            size_range = bins[index % len(bins)]
+            params = prior.sample(pathology, size_range, SIZE, np.random.default_rng(seed))
+            mask, _ = draw_mask(params, SIZE, seed, size_range)
+            image = render(mask, pathology=pathology, echogenicity=echogenicity, boundary=boundary, seed=seed)
+            read_echo, read_boundary = classify(measure(image, mask), thresholds)
+            hits["echogenicity"].append(read_echo == echogenicity)
+            hits["boundary"].append(read_boundary == boundary)
+    for attribute, hit in hits.items():
+        assert np.mean(hit) >= 0.9, (attribute, np.mean(hit))

@@ -4,11 +4,14 @@ A sample is drawn in two steps. First an anatomy of the breast as seen by a line
 probe is laid out as a scatterer reflectivity map: skin, subcutaneous fat with
 lobules and Cooper's ligaments, fibroglandular tissue with fibrous strands,
 retromammary fat and pectoral muscle with its striations, separated by gently curved
-interfaces. The lesion is drawn into it from its mask (hypoechoic, homogeneous or
-heterogeneous interior; sharp or blurred and angular margin) together with its
-attenuation (fluid lets more sound through: posterior enhancement; dense malignant
-tissue absorbs it: shadowing). Then `bmode` turns the map into an image: speckle,
-envelope, depth gain and log compression.
+interfaces. The lesion is drawn into it from its mask (so many dB darker than the tissue
+around it; homogeneous or heterogeneous interior; sharp or blurred and angular margin)
+together with its attenuation (fluid lets more sound through: posterior enhancement; dense
+malignant tissue absorbs it: shadowing), taken at its far wall. Then `bmode` turns the map
+into an image: speckle, envelope, depth gain and log compression; part of the lesion's
+contrast is applied after the envelope, so that a clear margin is as crisp as the display.
+The lesion's ranges per label (CONTRAST_DB, CRISP_SHARE, TEXTURE, UNCLEAR_*) are tuned so
+that the importer's measures read the labels back with BUSI's thresholds (docs/procedural.md).
 
 Everything random comes from `np.random.default_rng([seed, 2])`; stream 2 of the
 sample seed is reserved for the renderer.
@@ -42,7 +45,7 @@ from busforge.vocab import BOUNDARIES, ECHOGENICITIES, PATHOLOGIES
 if TYPE_CHECKING:
     from busforge.renderers.base import RenderItem
 
-ALGORITHM_VERSION = "bmode-3"
+ALGORITHM_VERSION = "bmode-4"
 RENDERER_STREAM = 2
 POSTERIOR_FADE = 2.0  # profiled posterior effect fades over this many lesion heights below it
 PROFILE_STREAM = 1  # [seed, RENDERER_STREAM, PROFILE_STREAM]: the profile record drawn per image
@@ -263,9 +266,42 @@ def _tissue_reflectivity(rng: np.random.Generator, shape: tuple[int, int]) -> np
 
 @dataclass(frozen=True)
 class _LesionLook:
-    interior: np.ndarray  # reflectivity inside the lesion (speckle grid)
+    box: tuple[slice, slice]  # where the membership is not 0 (speckle grid)
+    interior: np.ndarray  # reflectivity inside the lesion, on the box
     weight: np.ndarray  # 0 outside .. 1 inside (speckle grid), soft for unclear margins
+    step_db: float  # share of the lesion's contrast drawn after the envelope, through `weight`
     attenuation_factor: float  # lesion attenuation relative to background tissue
+
+
+# Lesion look per label, tuned so that the importer's measures (dataset/attributes.py) read each
+# label back with BUSI's thresholds and spread as BUSI's lesions do (docs/procedural.md).
+# Contrast: dB below the tissue around the lesion.
+CONTRAST_DB = {
+    ("benign", "clear"): (11.0, 24.0),
+    ("malignant", "clear"): (13.0, 24.0),  # the shadow below darkens its outer band
+    ("benign", "unclear"): (4.0, 12.0),
+    ("malignant", "unclear"): (6.0, 15.0),
+}
+# Share of the contrast drawn as a step through the membership after the envelope rather than
+# through the scatterers (where the PSF blurs it): a clear margin is as crisp as the display.
+CRISP_SHARE = {"clear": (0.2, 0.8), "unclear": (0.0, 1.0)}
+# Log-amplitude of the interior texture: homogeneous lesions are nearly even, heterogeneous ones
+# patchy. Under an unclear margin the tissue blends into the lesion's edge zone, which reads as
+# texture, and dilutes the lesion's own: less texture for homogeneous, more for heterogeneous.
+TEXTURE = {
+    ("homogeneous", "clear"): (0.2, 0.5),
+    ("homogeneous", "unclear"): (0.14, 0.35),
+    ("heterogeneous", "clear"): (0.8, 1.2),
+    ("heterogeneous", "unclear"): (0.92, 1.38),
+}
+PATCH_MIN = 6  # texture cells across the lesion at least (a small lesion still shows its patches)
+# Lesion attenuation relative to the tissue's: fluid lets more sound through (posterior
+# enhancement), dense stroma less (shadowing).
+ATTENUATION = {"benign": (-0.9, -0.4), "malignant": (0.6, 1.8)}
+UNCLEAR_BLUR = (0.03, 0.045)  # margin blur, share of the image height
+UNCLEAR_EDGE = (0.4, 0.65)  # membership at the mask's edge (a half: the blurred margin centred on it)
+UNCLEAR_FLOOR = 0.1875  # blurred mask level below which the membership is 0 (the lesion's reach)
+INNER_FADE = 0.75  # blurred mask level inside which the margin noise is gone
 
 
 def _lesion_weight(
@@ -283,12 +319,15 @@ def _lesion_weight(
     coarse_shape = (height // factor, (width // factor))
     coarse = mask[: coarse_shape[0] * factor, : coarse_shape[1] * factor].astype(np.float32)
     coarse = coarse.reshape(coarse_shape[0], factor, coarse_shape[1], factor).mean(axis=(1, 3))
-    blur_px = rng.uniform(0.014, 0.024) * height / factor
+    blur_px = rng.uniform(*UNCLEAR_BLUR) * height / factor
     coarse = ndimage.gaussian_filter(coarse, blur_px, mode="nearest")
+    # A small lesion blurred this much never reaches full membership: scaled so that its centre
+    # does, the interior is lesion, not a blend with the tissue's strands.
+    coarse *= np.float32(1.0 / max(float(coarse.max()), 0.5))
     level = _upsample_where(coarse, grid, coarse > 1e-6)
-    # Angular, ill-defined margin: perturb the level set with fine noise, near the margin only:
-    # level * (1 - level) peaks on the edge and vanishes away from it (the noise alone dotted
-    # 5-12 % of the tissue far from the lesion with lesion-like dark blobs).
+    # Angular, ill-defined margin: perturb the level set with fine noise, near the margin only
+    # (`_margin_zone`: the noise alone dotted 5-12 % of the tissue far from the lesion with
+    # lesion-like dark blobs, and inside the lesion it read as texture).
     jagged = _SmoothField(rng, grid, (max(4, grid[0] // 10), max(4, grid[1] // 6)))
     amplitude = rng.uniform(0.12, 0.22)
     # Only where the level is above 1e-3: below, the noise (|jagged| < 5) cannot lift it anywhere
@@ -296,8 +335,21 @@ def _lesion_weight(
     box = _support(level > 1e-3)
     if box is not None:
         near = level[box]
-        near += amplitude * jagged.rows(*box) * (4.0 * near * (1.0 - near))
-    return np.clip((level - 0.5) * 1.6 + 0.5, 0.0, 1.0)
+        near += amplitude * jagged.rows(*box) * _margin_zone(near)
+    # Membership rises from 0 at level UNCLEAR_FLOOR to EDGE at the mask's edge (level 0.5) and is
+    # full a little inside it: the transition straddles the mask's edge, more of it inside or
+    # outside from lesion to lesion.
+    edge = rng.uniform(*UNCLEAR_EDGE)
+    return np.clip((level - UNCLEAR_FLOOR) * (edge / (0.5 - UNCLEAR_FLOOR)), 0.0, 1.0)
+
+
+def _margin_zone(level: np.ndarray) -> np.ndarray:
+    """Where an unclear margin's noise acts, by blurred-mask level: 4 l (1 - l) (1 on the edge, 0 far
+    outside) outside the mask; inside it fades out by level INNER_FADE, so the lesion's interior
+    keeps its own texture (the noise there read as heterogeneity)."""
+    outside = 4.0 * level * (1.0 - level)
+    inside = np.clip(1.0 - (level - 0.5) * (1.0 / (INNER_FADE - 0.5)), 0.0, 1.0)
+    return np.where(level <= 0.5, outside, inside)
 
 
 def _support(where: np.ndarray) -> tuple[slice, slice] | None:
@@ -308,34 +360,47 @@ def _support(where: np.ndarray) -> tuple[slice, slice] | None:
     return slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1)
 
 
+def _tissue_level(reflectivity: np.ndarray, weight: np.ndarray, box: tuple[slice, slice]) -> float:
+    """Geometric mean reflectivity of the tissue around the lesion: its contrast is relative to it."""
+    grow_r, grow_c = (box[0].stop - box[0].start) // 3 + 2, (box[1].stop - box[1].start) // 3 + 2
+    around = (
+        slice(max(box[0].start - grow_r, 0), box[0].stop + grow_r),
+        slice(max(box[1].start - grow_c, 0), box[1].stop + grow_c),
+    )
+    # Every other row and column: the level of a smooth neighbourhood, at a quarter of the logs.
+    sparse = (slice(around[0].start, around[0].stop, 2), slice(around[1].start, around[1].stop, 2))
+    tissue = reflectivity[sparse][weight[sparse] < 0.05]
+    if tissue.size < 16:
+        tissue = reflectivity
+    return float(np.exp(np.log(np.maximum(tissue, 1e-3)).mean()))
+
+
 def _lesion_look(
     rng: np.random.Generator,
     mask: np.ndarray,
-    grid: tuple[int, int],
+    reflectivity: np.ndarray,
     pathology: str,
     echogenicity: str,
     boundary: str,
 ) -> _LesionLook:
-    weight = _lesion_weight(rng, mask, grid, boundary)
-    if pathology == "benign":
-        level = rng.uniform(0.02, 0.1)  # cysts near anechoic, fibroadenomas hypoechoic
-        attenuation_factor = rng.uniform(-0.9, -0.4)  # fluid: posterior enhancement
-    else:
-        level = rng.uniform(0.08, 0.2)
-        attenuation_factor = rng.uniform(0.6, 1.8)  # dense stroma: posterior shadowing
-    interior = np.full(grid, level, dtype=np.float32)
-    if echogenicity == "heterogeneous":
-        patches = _SmoothField(rng, grid, (max(4, grid[0] // 14), max(4, grid[1] // 8)))
-        box = _support(weight > 0)  # the interior shows nowhere else
-        if box is not None:
-            interior[box] *= np.exp(patches.rows(*box))
-        if pathology == "malignant":
-            # Microcalcifications: a few bright point reflectors inside the lesion.
-            inside = np.flatnonzero(weight > 0.9)
-            if inside.size:
-                spots = rng.choice(inside, size=min(inside.size, int(rng.integers(1, 6))), replace=False)
-                interior.flat[spots] = 6.0
-    return _LesionLook(interior=interior, weight=weight, attenuation_factor=float(attenuation_factor))
+    weight = _lesion_weight(rng, mask, reflectivity.shape, boundary)
+    box = _support(weight > 0)
+    contrast_db = rng.uniform(*CONTRAST_DB[(pathology, boundary)])
+    step_db = contrast_db * rng.uniform(*CRISP_SHARE[boundary])
+    attenuation_factor = rng.uniform(*ATTENUATION[pathology])
+    level = _tissue_level(reflectivity, weight, box) * 10.0 ** (-(contrast_db - step_db) / 20.0)
+    shape = (box[0].stop - box[0].start, box[1].stop - box[1].start)
+    # Texture cells of about the same size at any lesion size, at least PATCH_MIN across it.
+    patches = _SmoothField(rng, shape, (max(PATCH_MIN, shape[0] // 14), max(PATCH_MIN, shape[1] // 8)))
+    amplitude = np.float32(rng.uniform(*TEXTURE[(echogenicity, boundary)]))
+    interior = np.float32(level) * np.exp(amplitude * patches.rows(slice(None)))
+    if echogenicity == "heterogeneous" and pathology == "malignant":
+        # Microcalcifications: a few bright point reflectors inside the lesion.
+        inside = np.flatnonzero(weight[box] > 0.9)
+        if inside.size:
+            spots = rng.choice(inside, size=min(inside.size, int(rng.integers(1, 6))), replace=False)
+            interior.flat[spots] = 40.0 * level  # ~32 dB above the interior
+    return _LesionLook(box, interior, weight, float(step_db), float(attenuation_factor))
 
 
 # --------------------------------------------------------------------------- rendering
@@ -385,19 +450,17 @@ def render_bmode(
     accumulated = None  # the lesion's extra attenuation, accumulated with depth (dB)
     lesion = None
     if mask.any():
-        lesion = _lesion_look(rng, mask, grid, pathology, echogenicity, boundary)
-        reflectivity += lesion.weight * (lesion.interior - reflectivity)
-        extra_attenuation = np.zeros(grid, np.float32)  # per row
-        box = _support(lesion.weight != 0)
-        if box is not None:  # the rows the lesion is on: elsewhere it adds none
-            band = box[0]
-            # The beam is wider than a column: soften the sides of the shadow / enhancement.
-            extra_attenuation[band] = ndimage.uniform_filter1d(
-                lesion.weight[band] * np.float32(lesion.attenuation_factor * attenuation_db / height),
-                size=max(3, grid[1] // 32) | 1,
-                axis=1,
-                mode="nearest",
-            )
+        lesion = _lesion_look(rng, mask, reflectivity, pathology, echogenicity, boundary)
+        box = lesion.box
+        reflectivity[box] += lesion.weight[box] * (lesion.interior - reflectivity[box])
+        extra_attenuation, band = _posterior_attenuation(
+            lesion, np.float32(lesion.attenuation_factor * attenuation_db / height)
+        )
+        # The beam is wider than a column: soften the sides of the shadow / enhancement (on the
+        # rows that add any: elsewhere the per-row attenuation is 0).
+        extra_attenuation[band] = ndimage.uniform_filter1d(
+            extra_attenuation[band], size=max(3, grid[1] // 32) | 1, axis=1, mode="nearest"
+        )
         accumulated = accumulated_attenuation(extra_attenuation)
 
     axial_sigma_px, lateral_sigma_px = psf_sigmas(height, speckle_scale)
@@ -406,7 +469,11 @@ def render_bmode(
     gain = depth_gain_db(height, attenuation_db, tgc_compensation, accumulated)
     # Mean log-envelope of unit-reflectivity tissue is about 0.5 dB (Rayleigh).
     white_db = 0.5 + (1.0 - TISSUE_LEVEL) * dynamic_range_db
-    grey = log_compress(envelope, gain, dynamic_range_db, white_db, clip=profile is None)
+    grey = log_compress(envelope, gain, dynamic_range_db, white_db, clip=False)
+    if lesion is not None:
+        grey[lesion.box] -= np.float32(lesion.step_db * 255.0 / dynamic_range_db) * lesion.weight[lesion.box]
+    if profile is None:
+        np.clip(grey, 0.0, 255.0, out=grey)
     if profile is not None:
         record = profile.draw(
             np.random.default_rng([seed, RENDERER_STREAM, PROFILE_STREAM]),
@@ -438,6 +505,28 @@ def render_bmode(
             )
             return full.round().astype(np.uint8)
     return upsample_lateral(grey, width).round().astype(np.uint8)
+
+
+def _posterior_attenuation(lesion: _LesionLook, per_cell: np.float32) -> tuple[np.ndarray, slice]:
+    """Extra attenuation per cell (dB, speckle grid) of the sound crossing the lesion, all of it
+    taken at the lesion's far wall: below the lesion each column has lost PER_CELL times the
+    lesion's thickness in it, as if attenuated inside, but the interior keeps an even level (the
+    gradient the measures would read as texture is not drawn). Also the rows that add any."""
+    out = np.zeros(lesion.weight.shape, np.float32)
+    # The box and the row below it (membership 0 there, so the whole loss is reached in every
+    # column); further down the rows add nothing and the accumulation carries the loss.
+    rows = slice(lesion.box[0].start, min(lesion.box[0].stop + 1, out.shape[0]))
+    cols = lesion.box[1]
+    weight = lesion.weight[rows, cols]
+    through = np.cumsum(weight, axis=0, dtype=np.float32)  # lesion crossed so far, per column
+    thickness = through[-1]
+    lost = np.float32(1.0) - weight
+    lost *= thickness * per_cell
+    lost[through <= 0.5 * thickness] = 0.0  # not yet past the lesion's middle in that column
+    block = out[rows, cols]
+    block[0] = lost[0]
+    np.subtract(lost[1:], lost[:-1], out=block[1:])
+    return out, rows
 
 
 def _upsample_support(weight: np.ndarray, width: int) -> np.ndarray:
