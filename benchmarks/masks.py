@@ -11,10 +11,11 @@ masks/s and the ratio.
 
 import os
 
-# One core, sized the way busforge sizes a render process (no environment variables).
-from busforge.executors.threads import limit_threads  # noqa: E402
+# Set up by busforge as each render process of a plain `busforge render` is (one per core; the
+# masks are drawn there); the script sets no thread variables.
+from busforge.executors.render_process import default_worker_threads, prepare_render_process  # noqa: E402
 
-limit_threads(1)
+prepare_render_process(default_worker_threads())
 
 import argparse  # noqa: E402
 import math  # noqa: E402

@@ -245,11 +245,10 @@ def run(args, model: Path, size: int) -> None:
 
     # (a) ran with torch's defaults, as a community script does; busforge sizes its own pools for an
     # in-process render (executors/local.py, RowSource), and so its arms do here.
-    from busforge.executors.threads import in_process_threads, limit_threads
+    from busforge.executors.render_process import prepare_render_process
+    from busforge.executors.threads import in_process_threads
 
-    limit_threads(in_process_threads())
-    renderer.load()
-    limit_threads(in_process_threads())  # again, for what loading brought in
+    prepare_render_process(in_process_threads(), renderer)
     batch_sizes = [int(b) for b in args.sweep.split(",") if b] or [renderer.batch_size]
     results = {
         batch_size: time_busforge(renderer, specs, size, batch_size, args) for batch_size in batch_sizes

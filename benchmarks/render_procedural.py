@@ -27,17 +27,13 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
-from busforge.executors.allocator import retain_freed_memory
-from busforge.executors.threads import limit_threads
+from busforge.executors.render_process import default_worker_threads, prepare_render_process
 from busforge.renderers import bmode, procedural
 from busforge.renderers.profile import Profile, load_profile
 
-# One core, set up the way busforge sets up a render process (no environment variables): its
-# thread pools and its allocator. After the imports: threadpoolctl only reaches the BLAS libraries
-# already loaded (numpy's, scipy's); called before them, BLAS kept one thread per core and the
-# anatomy's small products ran ~30x slower whenever the other core was busy.
-limit_threads(1)
-retain_freed_memory()
+# This process is set up by busforge itself, as each render process of a plain `busforge render`
+# is (one per core: its share of the cores, its allocator); the script sets no thread variables.
+prepare_render_process(default_worker_threads())
 
 SIZE = 512
 TARGET_IMAGES_PER_S = 40.0
@@ -82,14 +78,13 @@ def time_renders(render: Callable[[int], np.ndarray], repeats: int) -> list[floa
 CHILD = """
 import json, sys, time
 import numpy as np
-from busforge.executors.threads import limit_threads
 from busforge.renderers import procedural
-limit_threads(1)  # after the imports, as above
-try:  # the render process's allocator set-up, in the versions that have one
-    from busforge.executors.allocator import retain_freed_memory
-    retain_freed_memory()
-except ImportError:
-    pass
+try:  # set up by that busforge as its render processes are
+    from busforge.executors.render_process import default_worker_threads, prepare_render_process
+    prepare_render_process(default_worker_threads())
+except ImportError:  # versions before it: what their pool workers did at the default --workers
+    from busforge.executors.threads import available_cores, limit_threads, pool_worker_threads
+    limit_threads(pool_worker_threads(available_cores()))
 size, repeats, profiled = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 rows, cols = np.mgrid[0:size, 0:size] / size
 mask = ((cols - 0.5) / 0.2) ** 2 + ((rows - 0.35) / 0.13) ** 2 <= 1.0

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from busforge.executors import local
+from busforge.executors import local, render_process
 from busforge.executors.allocator import retain_freed_memory
 
 pytestmark = pytest.mark.skipif(
@@ -60,7 +60,7 @@ class _Renderer:
 
 def test_every_render_process_sets_it(monkeypatch):
     calls = []
-    monkeypatch.setattr(local, "retain_freed_memory", lambda: calls.append(True))
+    monkeypatch.setattr(render_process, "retain_freed_memory", lambda: calls.append(True))
     monkeypatch.setattr(local, "make_renderer", lambda *args: _Renderer())
     local._init_worker("procedural", {}, 64, 1)  # a pool worker
     assert calls == [True]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -56,3 +57,17 @@ def test_render_processes_size_their_blas_pools_without_environment_variables(re
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["workers"] == [[1]] * 4  # BLAS: one thread per process, so bytes never depend on cores
     assert found["in_process"] == [1]
+
+
+def test_benchmarks_set_up_their_process_as_busforge_does(repo):
+    # A benchmark times the user's command as typed: it sets no thread variables and picks no thread
+    # count of its own; where it renders in its own process, busforge sets that process up
+    # (executors.render_process), as `busforge render` does.
+    scripts = sorted((repo / "benchmarks").glob("*.py"))
+    assert scripts
+    for script in scripts:
+        text = script.read_text()
+        assert not any(name in text for name in THREAD_VARIABLES), script.name
+        assert not re.search(r"(limit_threads|set_num_threads|threadpool_limits)\(\s*\d", text), script.name
+    for name in ("render_procedural.py", "masks.py", "render_diffusion.py"):
+        assert "prepare_render_process(" in (repo / "benchmarks" / name).read_text(), name

@@ -20,9 +20,9 @@ from typing import Any
 from busforge.dataset.lock import hold_output
 from busforge.dataset.output import open_run, write_shard
 from busforge.dataset.output_path import check_output_dir
-from busforge.executors.allocator import retain_freed_memory
+from busforge.executors.render_process import prepare_render_process
 from busforge.executors.rows import batches_of, encode_rows, prepare_items, render_rows
-from busforge.executors.threads import in_process_threads, limit_threads, pool_worker_threads
+from busforge.executors.threads import in_process_threads, pool_worker_threads
 from busforge.planning import ShardJob, finish, prepare, real_batches
 from busforge.pool import OrderedPool
 from busforge.recipe import Recipe
@@ -63,11 +63,8 @@ _WORKER_IMAGE_SIZE = 0
 
 def _init_worker(backend: str, options: dict[str, Any], image_size: int, threads: int) -> None:
     global _WORKER_RENDERER, _WORKER_IMAGE_SIZE
-    retain_freed_memory()
-    limit_threads(threads)
     _WORKER_RENDERER = make_renderer(backend, options, image_size)
-    _WORKER_RENDERER.load()
-    limit_threads(threads)  # again, for what loading brought in (e.g. torch)
+    prepare_render_process(threads, _WORKER_RENDERER)
     _WORKER_IMAGE_SIZE = image_size
 
 
@@ -99,11 +96,7 @@ class RowSource:
                 ),
             )
         else:
-            threads = threads or in_process_threads()
-            retain_freed_memory()
-            limit_threads(threads)
-            renderer.load()
-            limit_threads(threads)
+            prepare_render_process(threads or in_process_threads(), renderer)
 
     def rows(self, specs: list[SampleSpec]) -> Iterator[list[dict[str, Any]]]:
         batches = batches_of(specs, self.batch_size)
