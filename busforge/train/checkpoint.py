@@ -114,8 +114,12 @@ def write_checkpoint(
     sync_folder(folder)
 
 
-def load_checkpoint(folder: Path, params: Mapping[str, Any], optimizer: Any, scaler: Any = None) -> None:
+def load_checkpoint(
+    folder: Path, params: Mapping[str, Any], optimizer: Any, scaler: Any = None, identity: dict | None = None
+) -> dict[str, Any]:
     """Load the weights into `params` and the state into `optimizer` (and `scaler`); raises BadInput.
+    Returns the trainer's state (step, history, ...). IDENTITY: the run's, which the checkpoint's
+    must equal (checked, as everything else, before anything is loaded).
 
     The saved parameter names must be exactly those of `params`, with the same shapes and dtypes.
     A GradScaler starts afresh when the checkpoint has no state for it (it was saved without fp16).
@@ -123,6 +127,8 @@ def load_checkpoint(folder: Path, params: Mapping[str, Any], optimizer: Any, sca
     import torch
 
     state = read_state(folder)
+    if identity is not None:
+        _check_identity(folder, state.get("identity", {}), identity)
     scaler_state = _scaler_state(folder, state) if scaler is not None else None
     weights = _read_tensors(folder / MODEL_FILE, "cpu")
     _check_names(folder / MODEL_FILE, weights.keys(), params.keys(), "trained parameter")
@@ -140,6 +146,17 @@ def load_checkpoint(folder: Path, params: Mapping[str, Any], optimizer: Any, sca
     optimizer.load_state_dict(optimizer_state)
     if scaler_state:
         scaler.load_state_dict(scaler_state)
+    return state
+
+
+def _check_identity(folder: Path, saved: dict[str, Any], now: dict[str, Any]) -> None:
+    changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:3])
+        raise BadInput(
+            f"{folder}: checkpoint of a different run ({detail}); resume with the same settings "
+            "or start afresh in another --out folder"
+        )
 
 
 SCALER_KEYS = ("scale", "growth_factor", "backoff_factor", "growth_interval", "_growth_tracker")

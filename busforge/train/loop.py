@@ -172,16 +172,9 @@ class TrainingLoop:
         return final
 
     def load_checkpoint(self, path: Path) -> int:
-        state = read_state(path)
-        saved, now = state.get("identity", {}), self.settings.run_identity
-        changed = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
-        if changed:
-            detail = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in changed[:3])
-            raise BadInput(
-                f"{path}: checkpoint of a different run ({detail}); resume with the same settings "
-                "or start afresh in another --out folder"
-            )
-        load_checkpoint(path, self.trained, self.adamw, self.accelerator.scaler)
+        state = load_checkpoint(
+            path, self.trained, self.adamw, self.accelerator.scaler, identity=self.settings.run_identity
+        )
         self.history = list(state["history"])
         return int(state["step"])
 
