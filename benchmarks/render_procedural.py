@@ -8,8 +8,9 @@ end-to-end figure of `render_bmode` is what the target (>= 40 images/s) is about
 
 With `--before DIR` (a checkout of another busforge version, e.g. `git worktree add /tmp/old
 f3316c6`, the last one before profiles), `render_bmode` without and with the busi profile is also
-timed by that code and by this one, each in its own fresh process (one thread), rounds
-interleaved: the before/after figure. Code without profiles is timed without one only.
+timed by that code and by this one, each in its own fresh process set up as that version's
+render processes are, rounds interleaved: the before/after figure, with the minor page faults per
+render (memory handed back to the OS and taken again). Code without profiles is timed without one only.
 
 Run: python benchmarks/render_procedural.py [--repeats N] [--before DIR]
 """
@@ -97,15 +98,19 @@ conditions = [(p, e, b) for p in ("benign", "malignant") for e in ("homogeneous"
 def render(i):
     p, e, b = conditions[i % len(conditions)]
     procedural.render_bmode(mask, pathology=p, echogenicity=e, boundary=b, seed=i, **options)
+import resource
 render(0)
-seconds = []
+seconds, faults = [], []  # faults: minor page faults during each render (memory handed back and taken again)
 for i in range(repeats):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     start = time.perf_counter(); render(i); seconds.append(time.perf_counter() - start)
-print(json.dumps(seconds))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"seconds": seconds, "faults": faults}))
 """
 
 
-def child_times(code: Path, repeats: int, profiled: bool) -> list[float]:
+def child_times(code: Path, repeats: int, profiled: bool) -> dict[str, list[float]]:
+    """Seconds and minor page faults of each render, timed by CODE in a fresh process."""
     env = {**os.environ, "PYTHONPATH": str(code.resolve())}
     args = [sys.executable, "-c", CHILD, str(SIZE), str(repeats), "1" if profiled else "0"]
     # Run from the checkout itself: `python -c` puts the working directory first on sys.path, ahead
@@ -120,25 +125,28 @@ def before_after(before: Path, repeats: int) -> None:
     # the "before" of the profiled one.
     before_profiles = (before / "busforge/renderers/profile.py").is_file()
     times: dict[tuple[str, bool], list[float]] = {}
+    faults: dict[tuple[str, bool], list[float]] = {}
     for _ in range(4):
         for profiled in (False, True):
             for label, code in (("before", before), ("after", after)):
                 if label == "before" and profiled and not before_profiles:
                     continue
-                times.setdefault((label, profiled), []).extend(child_times(code, repeats // 4, profiled))
+                child = child_times(code, repeats // 4, profiled)
+                times.setdefault((label, profiled), []).extend(child["seconds"])
+                faults.setdefault((label, profiled), []).extend(child["faults"])
     print(f"\nbefore = {before}, after = {after} ({len(times['after', False])} renders each, 512x512)")
     if not before_profiles:
         print("before has no profiles: 'with the busi profile' compares with its render without one")
     for profiled in (False, True):
         name = "with the busi profile" if profiled else "without a profile"
-        ms = {
-            "before": statistics.median(times["before", profiled and before_profiles]) * 1e3,
-            "after": statistics.median(times["after", profiled]) * 1e3,
-        }
+        keys = {"before": ("before", profiled and before_profiles), "after": ("after", profiled)}
+        ms = {label: statistics.median(times[key]) * 1e3 for label, key in keys.items()}
+        fault = {label: statistics.mean(faults[key]) for label, key in keys.items()}
         print(
             f"{name:<24} before {ms['before']:.1f} ms = {1e3 / ms['before']:.1f} images/s, "
             f"after {ms['after']:.1f} ms = {1e3 / ms['after']:.1f} images/s (after/before time "
-            f"{ms['after'] / ms['before']:.2f})"
+            f"{ms['after'] / ms['before']:.2f}); page faults per render {fault['before']:.0f} -> "
+            f"{fault['after']:.0f}"
         )
 
 

@@ -2,10 +2,10 @@
 
 glibc serves large allocations (above a threshold that adapts as the program runs) with fresh
 `mmap`s and trims the heap's free top back to the OS. A render allocates and frees dozens of
-0.5-2 MB arrays per image, so, depending on how the threshold happened to adapt, every image
-page-faulted its working set in again: about 2,100 minor faults and 8 ms of system time per
-profiled 512² image, in some processes and not in others (a 512² render with the busi profile took
-42-65 ms). Fixed thresholds make every process reuse its freed memory: the resident size stays at
+0.5-2 MB arrays per image, so, depending on how the threshold happened to adapt, a process could
+page-fault its working set in again for every image: 2,208 minor faults per profiled 512² image
+before, 11 with this (`python benchmarks/render_procedural.py --before DIR`, DIR a checkout of
+223e950). Fixed thresholds make every process reuse its freed memory: the resident size stays at
 one image's working set, which a render needs again for the next image anyway.
 """
 

@@ -111,16 +111,17 @@ def reduce_speckle(envelope: np.ndarray) -> np.ndarray:
     return smoothed
 
 
-def accumulated_attenuation(extra_attenuation_per_row: np.ndarray) -> np.ndarray:
+def accumulated_attenuation(extra_attenuation_per_row: np.ndarray) -> tuple[np.ndarray, slice | None]:
     """The extra attenuation (dB, height x width) that each row adds, accumulated with depth: what
-    produces posterior enhancement (negative, in fluid) and shadowing (positive, in dense tissue)."""
+    produces posterior enhancement (negative, in fluid) and shadowing (positive, in dense tissue).
+    Also the band of columns it reaches (None: none); elsewhere it is exactly 0."""
     out = np.zeros(extra_attenuation_per_row.shape, np.float32)
-    # Only the columns the extra attenuation reaches accumulate any (elsewhere it adds exactly 0).
     cols = np.flatnonzero(extra_attenuation_per_row.any(axis=0))
-    if cols.size:
-        band = slice(cols[0], cols[-1] + 1)
-        out[:, band] = np.cumsum(extra_attenuation_per_row[:, band], axis=0, dtype=np.float32)
-    return out
+    if cols.size == 0:
+        return out, None
+    band = slice(cols[0], cols[-1] + 1)
+    out[:, band] = np.cumsum(extra_attenuation_per_row[:, band], axis=0, dtype=np.float32)
+    return out, band
 
 
 def depth_gain_db(

@@ -447,7 +447,7 @@ def render_bmode(
     reflectivity = _tissue_reflectivity(rng, grid)
     attenuation_db = rng.uniform(35.0, 50.0)
     tgc_compensation = rng.uniform(0.65, 0.82)
-    accumulated = None  # the lesion's extra attenuation, accumulated with depth (dB)
+    accumulated = shaded = None  # the lesion's extra attenuation, accumulated with depth (dB); its columns
     lesion = None
     if mask.any():
         lesion = _lesion_look(rng, mask, reflectivity, pathology, echogenicity, boundary)
@@ -461,7 +461,7 @@ def render_bmode(
         extra_attenuation[band] = ndimage.uniform_filter1d(
             extra_attenuation[band], size=max(3, grid[1] // 32) | 1, axis=1, mode="nearest"
         )
-        accumulated = accumulated_attenuation(extra_attenuation)
+        accumulated, shaded = accumulated_attenuation(extra_attenuation)
 
     axial_sigma_px, lateral_sigma_px = psf_sigmas(height, speckle_scale)
     envelope = speckle_envelope(reflectivity, rng, axial_sigma_px, lateral_sigma_px)
@@ -474,7 +474,7 @@ def render_bmode(
         grey[lesion.box] -= np.float32(lesion.step_db * 255.0 / dynamic_range_db) * lesion.weight[lesion.box]
     if profile is None:
         np.clip(grey, 0.0, 255.0, out=grey)
-    if profile is not None:
+    else:
         record = profile.draw(
             np.random.default_rng([seed, RENDERER_STREAM, PROFILE_STREAM]),
             pathology,
@@ -484,7 +484,7 @@ def render_bmode(
         )
         posterior_shape = geometry = tissue = None
         if accumulated is not None:
-            posterior_shape = _posterior_shape(accumulated, mask)
+            posterior_shape = _posterior_shape(accumulated, shaded, mask)
             # The measures' bands (computed once, shared by the profile and the attribute checks).
             geometry = lesion_geometry(mask)
             tissue = tissue_beyond_ring(geometry, mask.shape)[:, ::2]  # on the speckle grid
@@ -553,15 +553,14 @@ def psf_sigmas(height: int, speckle_scale: float) -> tuple[float, float]:
     )
 
 
-def _posterior_shape(accumulated: np.ndarray, mask: np.ndarray) -> np.ndarray:
+def _posterior_shape(accumulated: np.ndarray, band: slice | None, mask: np.ndarray) -> np.ndarray:
     """Where the lesion's attenuation acts (0..1 on the speckle grid): its effect accumulated with
-    depth, fading below the lesion as scattered sound fills in. Zero in columns it does not reach."""
+    depth, fading below the lesion as scattered sound fills in. Zero outside the BAND of columns it
+    reaches."""
     height = accumulated.shape[0]
     shape = np.zeros(accumulated.shape, np.float32)
-    cols = np.flatnonzero(accumulated.any(axis=0))
-    if cols.size == 0:
+    if band is None:
         return shape
-    band = slice(cols[0], cols[-1] + 1)
     reach = np.abs(accumulated[:, band])
     rows = np.flatnonzero(mask.any(axis=1))
     below = np.maximum(np.arange(height, dtype=np.float32) - rows[-1], 0.0)
