@@ -95,10 +95,15 @@ class AttributeSamples:
         return len(self.measures)
 
 
+def _imported(reference_manifest: dict[str, Any] | None) -> tuple[dict[str, Any], dict[str, float] | None]:
+    """The reference's import record and the attribute thresholds its importer fitted (or None)."""
+    real = (reference_manifest or {}).get("real") or {}
+    return real, real.get("attribute_thresholds") or None
+
+
 def resolve_thresholds(reference_manifest: dict[str, Any] | None) -> tuple[Thresholds, str]:
     """The thresholds to classify with and where they come from (module docstring)."""
-    real = (reference_manifest or {}).get("real") or {}
-    fitted = real.get("attribute_thresholds")
+    real, fitted = _imported(reference_manifest)
     if fitted:
         return Thresholds(**{k: float(fitted[k]) for k in Thresholds.__dataclass_fields__}), (
             f"the reference's importer ({real.get('kind', 'real')}, fitted on its own lesions)"
@@ -112,7 +117,7 @@ def resolve_thresholds(reference_manifest: dict[str, Any] | None) -> tuple[Thres
 def measuring_side(reference_manifest: dict[str, Any] | None, reference_sides: list[int]) -> int:
     """The shorter side the generated rows are measured at: that of the images the thresholds were
     fitted on (module docstring). REFERENCE_SIDES: the reference rows' shorter sides."""
-    fitted = ((reference_manifest or {}).get("real") or {}).get("attribute_thresholds")
+    _, fitted = _imported(reference_manifest)
     if fitted and reference_sides:
         return int(round(float(np.median(reference_sides))))
     return DEFAULT_THRESHOLDS_SIDE
