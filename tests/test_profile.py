@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 import pytest
 
 from busforge.errors import BadInput
@@ -285,16 +286,33 @@ def test_enforcement_dynamic_range_equals_the_measures_own():
             image[changing] = image[changing] * scale + shift
 
 
-def test_unclear_contrast_targets_are_held_on_their_side_of_the_threshold():
-    from busforge.renderers.attribute_look import _off, _targets
+def test_only_measures_that_read_wrong_are_moved():
+    """A lesion that already reads as its labels keeps its look; one on the wrong side of a threshold
+    is moved beyond it."""
+    from busforge.dataset.attributes import lesion_geometry, measure
+    from busforge.renderers.attribute_look import MIN_MARGIN, _beyond, enforce_attributes
 
     thresholds = {"echo_heterogeneity": 0.1, "boundary_contrast": 0.2, "boundary_sharpness": 0.15}
-    # A record unclear by contrast, but only just (between threshold / 1.03 and the threshold):
-    # its target is held beyond the threshold, and a contrast just above the threshold is moved.
-    _, contrast, _ = _targets(thresholds, {"boundary_contrast": 0.198}, "homogeneous", "unclear")
-    assert contrast <= 0.2 / 1.06
-    assert _off(0.203, contrast, 0.2, above=False)
-    # A record unclear by its sharpness keeps its contrast above the threshold, and is left there.
-    _, contrast, _ = _targets(thresholds, {"boundary_contrast": 0.3}, "homogeneous", "unclear")
-    assert contrast == 0.3
-    assert not _off(0.305, contrast, 0.2, above=False)
+    assert _beyond(0.3, 0.2, above=True) == 0.3 and _beyond(0.19, 0.2, above=False) == 0.2 / MIN_MARGIN
+    assert _beyond(0.201, 0.2, above=True) == pytest.approx(0.2 * MIN_MARGIN)
+
+    mask = ellipse(128, centre=(0.5, 0.5), axes=(0.2, 0.14))
+    rng = np.random.default_rng(0)
+    tissue = np.clip(rng.normal(150, 25, mask.shape), 0, 255).astype(np.float32)
+    texture = ndimage.gaussian_filter(rng.normal(0, 1, mask.shape), 3).astype(np.float32)
+    texture /= texture.std()
+    image = np.where(mask, 60 + 8 * texture, tissue)  # dark, crisp, faint texture: homogeneous, clear
+    before = measure(image, mask)
+    assert before.boundary_contrast > 1.5 * thresholds["boundary_contrast"]
+    assert before.boundary_sharpness > 1.5 * thresholds["boundary_sharpness"]
+    assert before.echo_heterogeneity < thresholds["echo_heterogeneity"] / 1.5
+    geometry, weight = lesion_geometry(mask), mask.astype(np.float32)
+    kept = enforce_attributes(image.copy(), weight, geometry, "homogeneous", "clear", thresholds)
+    np.testing.assert_array_equal(kept, image)
+    # Labelled heterogeneous, the same lesion reads wrong: only its texture is raised, past the threshold.
+    moved = enforce_attributes(image.copy(), weight, geometry, "heterogeneous", "clear", thresholds)
+    after = measure(moved, mask)
+    assert after.echo_heterogeneity >= thresholds["echo_heterogeneity"]
+    assert after.boundary_contrast > thresholds["boundary_contrast"]
+    np.testing.assert_array_equal(moved[~ndimage.binary_dilation(mask, iterations=3)],
+                                  image[~ndimage.binary_dilation(mask, iterations=3)])  # fmt: skip

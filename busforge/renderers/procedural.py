@@ -45,7 +45,7 @@ from busforge.vocab import BOUNDARIES, ECHOGENICITIES, PATHOLOGIES
 if TYPE_CHECKING:
     from busforge.renderers.base import RenderItem
 
-ALGORITHM_VERSION = "bmode-4"
+ALGORITHM_VERSION = "bmode-5"
 RENDERER_STREAM = 2
 POSTERIOR_FADE = 2.0  # profiled posterior effect fades over this many lesion heights below it
 PROFILE_STREAM = 1  # [seed, RENDERER_STREAM, PROFILE_STREAM]: the profile record drawn per image
@@ -208,12 +208,14 @@ def _tissue_reflectivity(rng: np.random.Generator, shape: tuple[int, int]) -> np
     muscle = gland + (muscle_top - gland_bottom) + _interface(rng, width, 0.0, 0.008)
 
     # Textures: laterally elongated smooth fields (log-normal echo levels), and thin
-    # bright lines along zero crossings (septa, fibrous strands, muscle fascicles).
-    lobules = _SmoothField(rng, shape, (max(4, height // 34), max(3, width // 30)))
-    bands = _SmoothField(rng, shape, (max(4, height // 16), max(3, width // 40)))
-    islands = _SmoothField(rng, shape, (max(4, height // 24), max(3, width // 24)))
-    strands = _SmoothField(rng, shape, (max(4, height // 7), max(3, width // 28)))
-    fibres = _SmoothField(rng, shape, (max(4, height // 10), max(3, width // 48)))
+    # bright lines along zero crossings (septa, fibrous strands, muscle fascicles). Their cells
+    # across are half as wide as in bmode-4: the coarser textures were the largest gap to real
+    # images by FID (docs/procedural.md, "Texture scale").
+    lobules = _SmoothField(rng, shape, (max(4, height // 34), max(3, width // 15)))
+    bands = _SmoothField(rng, shape, (max(4, height // 16), max(3, width // 20)))
+    islands = _SmoothField(rng, shape, (max(4, height // 24), max(3, width // 12)))
+    strands = _SmoothField(rng, shape, (max(4, height // 7), max(3, width // 14)))
+    fibres = _SmoothField(rng, shape, (max(4, height // 10), max(3, width // 24)))
 
     fat_level = rng.uniform(0.22, 0.35)
     gland_level = rng.uniform(0.8, 1.1)
@@ -501,7 +503,7 @@ def render_bmode(
                 echogenicity,
                 boundary,
                 profile.attribute_thresholds,
-                record.get("attributes"),
+                (record.get("attributes") or {}).get("boundary_contrast"),
             )
             return full.round().astype(np.uint8)
     return upsample_lateral(grey, width).round().astype(np.uint8)
