@@ -172,6 +172,19 @@ def test_options_change_the_image_and_are_validated():
         ProceduralRenderer({"speckle_scale": "big"}, image_size=SIZE)
 
 
+def test_texture_scale_sets_the_lateral_size_of_the_tissue_texture():
+    def lateral_correlation(texture_scale: float) -> float:
+        image = render(np.zeros((SIZE, SIZE), dtype=bool), seed=1, texture_scale=texture_scale)
+        smooth = ndimage.gaussian_filter(image.astype(float), 2)  # texture, not speckle
+        return autocorrelation(smooth - ndimage.uniform_filter(smooth, 63), axis=1, lag=12)
+
+    assert lateral_correlation(0.5) + 0.05 < lateral_correlation(1.0) < lateral_correlation(2.0) - 0.05
+    with pytest.raises(BadInput, match=r"renderer\.texture_scale: got 3"):
+        ProceduralRenderer({"texture_scale": 3}, image_size=SIZE)
+    identity = ProceduralRenderer({"texture_scale": 2}, image_size=SIZE).identity()
+    assert identity["texture_scale"] == 2 and identity != ProceduralRenderer({}, image_size=SIZE).identity()
+
+
 def test_invalid_condition_is_refused():
     with pytest.raises(ValueError, match="pathology"):
         render(pathology="normal")

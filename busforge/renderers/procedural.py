@@ -57,6 +57,8 @@ class ProceduralOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     speckle_scale: Annotated[float, Field(ge=0.5, le=2.0, strict=True)] = 1.0  # PSF size multiplier
+    # Lateral size of the tissue textures (2.0: bmode-4's; docs/procedural.md, "Texture scale").
+    texture_scale: Annotated[float, Field(ge=0.5, le=2.0, strict=True)] = 1.0
     dynamic_range_db: Annotated[float, Field(ge=30.0, le=80.0, strict=True)] = 60.0
     # Appearance profile (busforge.renderers.profile): a shipped name or a JSON path; None: today's look.
     profile: Annotated[str, Field(min_length=1, strict=True)] | None = None
@@ -189,9 +191,15 @@ def _below(depth: np.ndarray, interface: np.ndarray, softness: float) -> np.ndar
 # --------------------------------------------------------------------------- anatomy
 
 
-def _tissue_reflectivity(rng: np.random.Generator, shape: tuple[int, int]) -> np.ndarray:
-    """Scatterer reflectivity of the breast without lesion, on the speckle grid."""
+def _tissue_reflectivity(rng: np.random.Generator, shape: tuple[int, int], texture_scale: float) -> np.ndarray:
+    """Scatterer reflectivity of the breast without lesion, on the speckle grid; TEXTURE_SCALE
+    multiplies the textures' lateral cell width."""
     height, width = shape
+
+    def across(cells_per_width: int) -> int:
+        """Cells across the width: WIDTH // CELLS_PER_WIDTH at texture_scale 1."""
+        return max(3, int(width / (cells_per_width * texture_scale)))
+
     depth = ((np.arange(height, dtype=np.float32) + 0.5) / height)[:, None]
     soft = 2.0 / height
 
@@ -211,11 +219,11 @@ def _tissue_reflectivity(rng: np.random.Generator, shape: tuple[int, int]) -> np
     # bright lines along zero crossings (septa, fibrous strands, muscle fascicles). Their cells
     # across are half as wide as in bmode-4: the coarser textures were the largest gap to real
     # images by FID (docs/procedural.md, "Texture scale").
-    lobules = _SmoothField(rng, shape, (max(4, height // 34), max(3, width // 15)))
-    bands = _SmoothField(rng, shape, (max(4, height // 16), max(3, width // 20)))
-    islands = _SmoothField(rng, shape, (max(4, height // 24), max(3, width // 12)))
-    strands = _SmoothField(rng, shape, (max(4, height // 7), max(3, width // 14)))
-    fibres = _SmoothField(rng, shape, (max(4, height // 10), max(3, width // 24)))
+    lobules = _SmoothField(rng, shape, (max(4, height // 34), across(15)))
+    bands = _SmoothField(rng, shape, (max(4, height // 16), across(20)))
+    islands = _SmoothField(rng, shape, (max(4, height // 24), across(12)))
+    strands = _SmoothField(rng, shape, (max(4, height // 7), across(14)))
+    fibres = _SmoothField(rng, shape, (max(4, height // 10), across(24)))
 
     fat_level = rng.uniform(0.22, 0.35)
     gland_level = rng.uniform(0.8, 1.1)
@@ -292,8 +300,8 @@ CRISP_SHARE = {"clear": (0.2, 0.8), "unclear": (0.0, 1.0)}
 # texture, and dilutes the lesion's own: less texture for homogeneous, more for heterogeneous.
 TEXTURE = {
     ("homogeneous", "clear"): (0.2, 0.5),
-    ("homogeneous", "unclear"): (0.14, 0.35),
-    ("heterogeneous", "clear"): (0.8, 1.2),
+    ("homogeneous", "unclear"): (0.1, 0.3),
+    ("heterogeneous", "clear"): (0.95, 1.4),
     ("heterogeneous", "unclear"): (0.92, 1.38),
 }
 PATCH_MIN = 6  # texture cells across the lesion at least (a small lesion still shows its patches)
@@ -416,6 +424,7 @@ def render_bmode(
     boundary: str,
     seed: int,
     speckle_scale: float = OPTION_DEFAULTS["speckle_scale"],
+    texture_scale: float = OPTION_DEFAULTS["texture_scale"],
     dynamic_range_db: float = OPTION_DEFAULTS["dynamic_range_db"],
     profile: Profile | None = None,
 ) -> np.ndarray:
@@ -428,6 +437,7 @@ def render_bmode(
         boundary: "clear" (sharp) or "unclear" (blurred, angular) margin.
         seed: the sample's seed; the renderer uses its stream 2.
         speckle_scale: PSF size multiplier (grain size).
+        texture_scale: lateral size multiplier of the tissue textures.
         dynamic_range_db: log-compression dynamic range.
         profile: appearance profile to follow; each image draws one of its records (from its own
             random stream, so the image before the profile is the same as without one).
@@ -446,7 +456,7 @@ def render_bmode(
     height, width = mask.shape
     grid = (height, (width + 1) // 2)  # speckle grid: half lateral resolution
 
-    reflectivity = _tissue_reflectivity(rng, grid)
+    reflectivity = _tissue_reflectivity(rng, grid, texture_scale)
     attenuation_db = rng.uniform(35.0, 50.0)
     tgc_compensation = rng.uniform(0.65, 0.82)
     accumulated = shaded = None  # the lesion's extra attenuation, accumulated with depth (dB); its columns
