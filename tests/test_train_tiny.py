@@ -160,6 +160,18 @@ def test_controlnet_resume_gives_the_same_weights(real_like_dataset, tiny_model,
         controlnet_run(real_like_dataset, tiny_model, split, max_steps=4, checkpoint_every=2, resume="latest")
     )
     assert resumed.result.resumed_from == 2
+    # Resumed from step 2 again, the run rewrites checkpoint-4: the old one is replaced whole, and a
+    # stray set-aside folder from a run that stopped while saving is cleared.
+    checkpoints = split / "checkpoints"
+    (checkpoints / ".checkpoint-4.replaced").mkdir()
+    again = train_controlnet(
+        controlnet_run(
+            real_like_dataset, tiny_model, split, max_steps=4, checkpoint_every=2, resume=str(ckpt)
+        )
+    )
+    assert again.result.resumed_from == 2
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["checkpoint-2", "checkpoint-4"]
+    assert json.loads((checkpoints / "checkpoint-4" / "trainer_state.json").read_text())["step"] == 4
     with pytest.raises(BadInput, match="--resume latest"):  # never mix two runs' checkpoints
         train_controlnet(controlnet_run(real_like_dataset, tiny_model, split, max_steps=4))
     with pytest.raises(BadInput, match=r"checkpoint-4: checkpoint of a different run \(seed: 0 -> 1\)"):

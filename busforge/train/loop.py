@@ -156,16 +156,22 @@ class TrainingLoop:
         root = self.settings.out_dir / TRAINING_CHECKPOINTS
         final = root / f"checkpoint-{step}"
         tmp = root / f".checkpoint-{step}.tmp"
+        replaced = root / f".checkpoint-{step}.replaced"
         acc.wait_for_everyone()  # every process has finished the step (the state is the same on all)
         if acc.is_main_process:
-            if tmp.exists():
-                shutil.rmtree(tmp)
+            for stale in (tmp, replaced):  # left by a run that stopped while saving
+                if stale.exists():
+                    shutil.rmtree(stale)
             state = {"step": step, "history": self.history, "identity": self.settings.run_identity}
             write_checkpoint(tmp, self.trained, self.adamw, state, acc.scaler)
+            # A resumed run rewriting a step: the old checkpoint is set aside, not deleted, until the
+            # new one has its name (a crash in between leaves one of them whole).
             if final.exists():
-                shutil.rmtree(final)
+                final.rename(replaced)
             tmp.rename(final)
             sync_folder(root)  # the new checkpoint's name is on disk before older ones go
+            if replaced.exists():
+                shutil.rmtree(replaced)
             for _, old in checkpoints(self.settings.out_dir)[: -self.settings.checkpoints_kept]:
                 shutil.rmtree(old)
         acc.wait_for_everyone()
