@@ -171,7 +171,7 @@ def test_adherence_does_not_depend_on_the_image_size(tmp_path):
 
 
 def test_a_lesion_smaller_than_a_pixel_at_the_thresholds_side_is_still_measured():
-    from busforge.evaluate.adherence import at_side
+    from busforge.dataset.attributes import at_side
 
     image = np.full((1024, 1024), 120, np.uint8)
     mask = np.zeros((1024, 1024), bool)

@@ -180,8 +180,9 @@ def test_shipped_profiles_are_fits_of_the_shared_samples(shared_data, tmp_path):
 
 
 def adherence(profile, size: int = 192, count: int = 24) -> tuple[float, float]:
-    """Share of renders whose measured echogenicity / boundary (BUSI thresholds) equal their labels."""
-    from busforge.dataset.attributes import Thresholds, classify, measure
+    """Share of renders whose measured echogenicity / boundary (BUSI thresholds) equal their labels,
+    measured as `busforge evaluate` does: at the thresholds' side (256)."""
+    from busforge.dataset.attributes import Thresholds, at_side, classify, measure
 
     thresholds = Thresholds(**load_profile("busi").attribute_thresholds)
     echo = boundary = 0
@@ -196,7 +197,7 @@ def adherence(profile, size: int = 192, count: int = 24) -> tuple[float, float]:
             seed=seed,
             profile=profile,
         )
-        measured = classify(measure(image, mask), thresholds)
+        measured = classify(measure(*at_side(image, mask, 256)), thresholds)
         echo += measured[0] == labels[0]
         boundary += measured[1] == labels[1]
     return echo / count, boundary / count
@@ -208,6 +209,35 @@ def test_profiled_renders_read_as_their_labels():
     plain_echo, plain_boundary = adherence(None)
     assert echo >= 0.9 and boundary >= 0.9, (echo, boundary)
     assert echo + boundary > plain_echo + plain_boundary
+
+
+def test_profiled_512_renders_are_corrected_at_the_thresholds_resolution():
+    """BUSI's thresholds are fitted at 256²: a 512² render's lesion is measured (and corrected) at
+    that side, as `busforge evaluate` measures it; measured as is, the loop missed what needed it."""
+    import dataclasses
+
+    from busforge.dataset.attributes import Thresholds, at_side, classify, measure
+
+    busi = load_profile("busi")
+    assert busi.attribute_side == 256
+    thresholds = Thresholds(**busi.attribute_thresholds)
+
+    def adherence_at_256(profile) -> tuple[float, float]:
+        echo = boundary = 0
+        for seed in range(24):
+            labels = (("homogeneous", "heterogeneous")[seed % 2], ("clear", "unclear")[(seed // 2) % 2])
+            mask = ellipse(512, centre=(0.5, 0.4), axes=(0.08 + 0.02 * (seed % 5), 0.06 + 0.01 * (seed % 3)))
+            image = render_bmode(mask, pathology=("benign", "malignant")[(seed // 4) % 2],
+                                 echogenicity=labels[0], boundary=labels[1], seed=seed, profile=profile)  # fmt: skip
+            measured = classify(measure(*at_side(image, mask, 256)), thresholds)
+            echo += measured[0] == labels[0]
+            boundary += measured[1] == labels[1]
+        return echo / 24, boundary / 24
+
+    echo, boundary = adherence_at_256(busi)
+    assert echo >= 0.95 and boundary >= 0.95, (echo, boundary)
+    as_is = adherence_at_256(dataclasses.replace(busi, attribute_side=None))  # the loop measures at 512
+    assert sum(as_is) < echo + boundary, as_is
 
 
 def test_version_1_profiles_still_load_and_bad_record_attributes_are_named(tmp_path):
@@ -225,6 +255,9 @@ def test_version_1_profiles_still_load_and_bad_record_attributes_are_named(tmp_p
     image = render_bmode(ellipse(), pathology="benign", echogenicity="heterogeneous", boundary="clear",
                          seed=1, profile=profile)  # fmt: skip
     assert image.shape == (SIZE, SIZE)
+    for side in (0, 2.5, "256"):
+        with pytest.raises(BadInput, match=r"bad\.json: attribute_side: got .*whole number of pixels"):
+            parse_profile(json.dumps({**data, "attribute_side": side}), "bad.json")
     data["records"][1]["attributes"]["boundary_contrast"] = "high"
     with pytest.raises(BadInput, match=r"records\[1\]: .*attributes"):
         parse_profile(json.dumps(data), "bad.json")

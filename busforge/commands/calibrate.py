@@ -77,13 +77,7 @@ def calibrate(
 
 def _fit_dataset(dataset: Path, name: str) -> dict:
     """Shape prior (from the masks) and appearance profile (from the images) of an imported dataset."""
-    from busforge.renderers.profile import (
-        dataset_cases,
-        dataset_thresholds,
-        fit_profile,
-        fitting_splits,
-        image_record,
-    )
+    from busforge.renderers.profile import dataset_cases, fit_dataset_profile, fitting_splits
     from busforge.shapes.calibrate import fit_prior_from_masks
     from busforge.vocab import PATHOLOGIES
 
@@ -95,7 +89,5 @@ def _fit_dataset(dataset: Path, name: str) -> dict:
     }
     where = f"{dataset} ({', '.join(splits)})"
     prior = fit_prior_from_masks({k: v for k, v in masks.items() if v}, where, name)
-    records = [image_record(image, mask, labels) for image, mask, labels in cases]
-    source = f"{dataset.name} ({', '.join(splits)})"
-    prior["appearance"] = fit_profile(records, name, source, dataset_thresholds(dataset))
+    prior["appearance"] = fit_dataset_profile(dataset, name, splits, cases)
     return prior

@@ -221,6 +221,36 @@ def classify(measures: Measures, thresholds: Thresholds) -> tuple[str, str]:
     return echo, "clear" if clear else "unclear"
 
 
+def resized(array: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """ARRAY (uint8 or float32, HxW) resampled bilinearly to SIZE = (width, height), antialiased
+    when it shrinks (PIL widens the filter)."""
+    from PIL import Image
+
+    return np.array(Image.fromarray(array).resize(size, Image.Resampling.BILINEAR))  # writable
+
+
+def at_side(image: np.ndarray, mask: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
+    """IMAGE and MASK resized so that their shorter side is SIDE (as they are when it already is):
+    the measures are in pixels (the 1.5 px smoothing, the sharpness in 1/px), so an image is
+    measured at the resolution its thresholds were fitted at."""
+    height, width = mask.shape
+    if min(height, width) == side:
+        return image, mask
+    scale = side / min(height, width)
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    # The mask as a grey level, resampled alike and cut at half: its edge stays where the image's is.
+    lesion = resized(mask.astype(np.uint8) * 255, size) > 127
+    if mask.any() and not lesion.any():
+        # A lesion smaller than a pixel at SIDE keeps that pixel rather than vanishing from the count.
+        rows, cols = np.nonzero(mask)
+        lesion = lesion.copy()
+        lesion[
+            min(int(rows.mean() * size[1] / height), size[1] - 1),
+            min(int(cols.mean() * size[0] / width), size[0] - 1),
+        ] = True
+    return resized(image, size), lesion
+
+
 def choose_thresholds(measures: list[Measures]) -> Thresholds:
     """Per-dataset thresholds: echo at the median; boundary at a common quantile giving ~half clear."""
     if not measures:

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from busforge.dataset.attributes import Measures, Thresholds, classify, measure
+from busforge.dataset.attributes import Measures, Thresholds, at_side, classify, measure
 
 # attribute -> the measures that decide it (busforge.dataset.attributes)
 ATTRIBUTES = {
@@ -39,29 +39,6 @@ DEFAULT_THRESHOLDS_SIDE = 256  # the shipped thresholds' resolution: busi_odd_25
 
 def _grey(png: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(png)).convert("L"))
-
-
-def at_side(image: np.ndarray, mask: np.ndarray, side: int) -> tuple[np.ndarray, np.ndarray]:
-    """IMAGE and MASK resized so that their shorter side is SIDE (as they are when it already is)."""
-    height, width = mask.shape
-    if min(height, width) == side:
-        return image, mask
-    scale = side / min(height, width)
-    size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    resized = Image.fromarray(image).resize(size, Image.Resampling.BILINEAR)
-    # The mask as a grey level, resampled alike and cut at half: its edge stays where the image's is.
-    lesion = (
-        np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(size, Image.Resampling.BILINEAR)) > 127
-    )
-    if mask.any() and not lesion.any():
-        # A lesion smaller than a pixel at SIDE keeps that pixel rather than vanishing from the count.
-        rows, cols = np.nonzero(mask)
-        lesion = lesion.copy()
-        lesion[
-            min(int(rows.mean() * size[1] / height), size[1] - 1),
-            min(int(cols.mean() * size[0] / width), size[0] - 1),
-        ] = True
-    return np.asarray(resized), lesion
 
 
 class AttributeSamples:

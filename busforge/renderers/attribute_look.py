@@ -34,9 +34,12 @@ from scipy import ndimage
 from busforge.dataset.attributes import (
     MIN_CONTRAST,
     LesionGeometry,
+    at_side,
     contour_gradient,
     dynamic_range,
+    lesion_geometry,
     measure_parts,
+    resized,
     smoothed_core,
 )
 from busforge.renderers.order_statistics import lerp
@@ -120,6 +123,36 @@ def _box_blur(field: np.ndarray, sigma: float) -> np.ndarray:
 def _edge_gradient_of(field: np.ndarray, geometry: LesionGeometry) -> float:
     """Mean gradient magnitude on the contour after the measure's smoothing (as attributes.measure)."""
     return contour_gradient(smoothed_core(field, geometry), geometry)
+
+
+def enforce_attributes_at_side(
+    image: np.ndarray,
+    weight: np.ndarray,
+    mask: np.ndarray,
+    geometry: LesionGeometry,
+    side: int | None,
+    echogenicity: str,
+    boundary: str,
+    thresholds: dict[str, float],
+    record_contrast: float | None = None,
+) -> np.ndarray:
+    """`enforce_attributes` measured where the thresholds were fitted: at SIDE (their images' shorter
+    side; None: as is), as `busforge evaluate` measures. The measures are in pixels (the smoothing,
+    the sharpness in 1/px), so a 512² render measured as is reads other values than the same image
+    at 256²: the loop then corrected what did not need it and missed what did. Off that side, the
+    corrections are made on the image resized to SIDE, and what they changed is resized back and
+    added (GEOMETRY: `lesion_geometry(MASK)`, used as is at SIDE)."""
+    if side is None or min(mask.shape) == side:
+        return enforce_attributes(image, weight, geometry, echogenicity, boundary, thresholds, record_contrast)
+    small, small_mask = at_side(image, mask, side)
+    small_geometry = lesion_geometry(small_mask)  # at_side keeps a lesion at least a pixel
+    size = (small.shape[1], small.shape[0])
+    before = small.copy()
+    corrected = enforce_attributes(
+        small, resized(weight, size), small_geometry, echogenicity, boundary, thresholds, record_contrast
+    )
+    image += resized(corrected - before, (image.shape[1], image.shape[0]))
+    return np.clip(image, 0.0, 255.0, out=image)
 
 
 def enforce_attributes(

@@ -29,7 +29,7 @@ from scipy import ndimage
 
 from busforge.dataset.attributes import lesion_geometry, tissue_beyond_ring
 from busforge.errors import BadInput
-from busforge.renderers.attribute_look import enforce_attributes
+from busforge.renderers.attribute_look import enforce_attributes_at_side
 from busforge.renderers.base import BaseRenderer, parse_renderer_options
 from busforge.renderers.bmode import (
     accumulated_attenuation,
@@ -506,10 +506,12 @@ def render_bmode(
         if lesion is not None and profile.attribute_thresholds:
             full = upsample_lateral(grey, width)
             weight = _upsample_support(lesion.weight, width)
-            full = enforce_attributes(
+            full = enforce_attributes_at_side(
                 full,
                 weight,
+                mask,
                 geometry,
+                profile.attribute_side,
                 echogenicity,
                 boundary,
                 profile.attribute_thresholds,

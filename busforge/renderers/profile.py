@@ -16,8 +16,11 @@ record per sample and the rendered set inherits the real set's diversity. Each r
   under its lowest row, over the middle 60 % of its columns; "beside" is the same rows, half a
   lesion width to the left and right of its extent.
 - `attributes` (lesions only, version 2): the importer's own measures of the lesion
-  (`busforge.dataset.attributes`: echo_heterogeneity, boundary_contrast, boundary_sharpness), which
-  the renderer aims its lesion at, so rendered measures spread the way the real ones do.
+  (`busforge.dataset.attributes`: echo_heterogeneity, boundary_contrast, boundary_sharpness). The
+  renderer reads the contrast to tell an unclear record that is unclear by its sharpness (contrast
+  above the threshold) from one unclear by its contrast.
+- `attribute_thresholds` and `attribute_side` (per profile): the thresholds the importer fitted on the
+  dataset, and the median shorter side of its images, where the renderer measures its own lesions.
 - `pathology`, `echogenicity`, `boundary`: the record's labels (as imported), so the renderer draws
   a record of the sample's own pathology, echogenicity and boundary.
 
@@ -125,9 +128,14 @@ def image_record(image: np.ndarray, mask: np.ndarray | None, labels: dict[str, s
 
 
 def fit_profile(
-    records: list[dict[str, Any]], name: str, source: str, thresholds: dict[str, float] | None = None
+    records: list[dict[str, Any]],
+    name: str,
+    source: str,
+    thresholds: dict[str, float] | None = None,
+    thresholds_side: int | None = None,
 ) -> dict[str, Any]:
-    """A profile from image records (`image_record`); BadInput when there are too few."""
+    """A profile from image records (`image_record`); BadInput when there are too few.
+    THRESHOLDS_SIDE: the median shorter side of the images the thresholds were fitted on."""
     from busforge.errors import BadInput
 
     lesions = [r for r in records if "lesion_percentile" in r]
@@ -144,6 +152,7 @@ def fit_profile(
         "quantile_levels": list(QUANTILE_LEVELS),
         "depth_bands": DEPTH_BANDS,
         **({"attribute_thresholds": thresholds} if thresholds else {}),
+        **({"attribute_side": thresholds_side} if thresholds and thresholds_side else {}),
         "records": records,
     }
 
@@ -184,11 +193,16 @@ def dataset_cases(dataset: Path, splits: list[str]) -> list[tuple[np.ndarray, np
     return cases
 
 
-def fit_dataset_profile(dataset: Path, name: str, splits: list[str] | None = None) -> dict[str, Any]:
-    """Fit a profile on an imported dataset's images (default: `fitting_splits`)."""
+def fit_dataset_profile(
+    dataset: Path, name: str, splits: list[str] | None = None, cases: list | None = None
+) -> dict[str, Any]:
+    """Fit a profile on an imported dataset's images: SPLITS (default: `fitting_splits`), whose
+    `dataset_cases` are CASES when the caller has read them already."""
     names = splits or fitting_splits(dataset)
-    records = [image_record(image, mask, labels) for image, mask, labels in dataset_cases(dataset, names)]
-    return fit_profile(records, name, f"{dataset.name} ({', '.join(names)})", dataset_thresholds(dataset))
+    cases = dataset_cases(dataset, names) if cases is None else cases
+    records = [image_record(image, mask, labels) for image, mask, labels in cases]
+    side = int(round(float(np.median([min(image.shape) for image, _, _ in cases])))) if cases else None
+    return fit_profile(records, name, f"{dataset.name} ({', '.join(names)})", dataset_thresholds(dataset), side)
 
 
 def dataset_thresholds(dataset: Path) -> dict[str, float] | None:
@@ -209,6 +223,7 @@ class Profile:
     digest: str
     records: tuple[dict[str, Any], ...]
     attribute_thresholds: dict[str, float] | None = None  # the fitted dataset's (dataset.attributes)
+    attribute_side: int | None = None  # the shorter side the thresholds were fitted at (None: unknown)
     # The records `draw` chooses from, per (pathology, echogenicity, boundary, lesion): found once.
     _pools: dict[tuple, tuple[dict[str, Any], ...]] = field(default_factory=dict, compare=False, repr=False)
 
@@ -291,7 +306,10 @@ def parse_profile(text: str, source: str) -> Profile:
             raise BadInput(
                 f"{source}: attribute_thresholds: needs numbers {', '.join(ATTRIBUTE_KEYS)}; {fix}"
             ) from None
-    return Profile(name, hashlib.sha256(text.encode()).hexdigest(), tuple(records), thresholds)
+    side = data.get("attribute_side")
+    if side is not None and (isinstance(side, bool) or not isinstance(side, int) or side < 16):
+        raise BadInput(f"{source}: attribute_side: got {side!r}, needs a whole number of pixels >= 16; {fix}")
+    return Profile(name, hashlib.sha256(text.encode()).hexdigest(), tuple(records), thresholds, side)
 
 
 def _attributes_ok(attributes: Any) -> bool:
