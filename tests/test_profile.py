@@ -349,3 +349,16 @@ def test_only_measures_that_read_wrong_are_moved():
     assert after.boundary_contrast > thresholds["boundary_contrast"]
     np.testing.assert_array_equal(moved[~ndimage.binary_dilation(mask, iterations=3)],
                                   image[~ndimage.binary_dilation(mask, iterations=3)])  # fmt: skip
+
+    # A lesion the profile left brighter than its surroundings (BUSI's are darker) is darkened, whether
+    # its unclear margin is unclear by sharpness (its record's contrast above the threshold) or by
+    # contrast.
+    from busforge.dataset.attributes import measure_parts
+
+    bright = np.where(mask, 190 + 8 * texture, tissue)
+    for record_contrast in (0.3, None):
+        fixed = enforce_attributes(bright.copy(), weight, geometry, "homogeneous", "unclear", thresholds,
+                                   record_contrast)  # fmt: skip
+        before, after = measure_parts(bright, geometry), measure_parts(fixed, geometry)
+        assert before.inner_level > before.outer_level
+        assert after.inner_level < after.outer_level, record_contrast

@@ -248,9 +248,10 @@ def enforce_attributes(
         # 97 % of its unclear ones), so the target is the tissue's level minus the lesion's.
         outer = parts.outer_level if parts.outer_level is not None else parts.inner_level
         contrast = outer - parts.inner_level
-        contrast_wanted = contrast if by_sharpness else _beyond(contrast, thresholds["boundary_contrast"], clear)
+        high_contrast = clear or by_sharpness
+        contrast_wanted = _contrast_target(contrast, thresholds["boundary_contrast"], high_contrast, record_contrast)
         darken = 0.0  # how much darker the lesion (or brighter its surroundings) gets, grey levels
-        if _off(contrast, contrast_wanted, thresholds["boundary_contrast"], clear):
+        if _off(contrast, contrast_wanted, thresholds["boundary_contrast"], high_contrast):
             darken = (contrast_wanted - contrast) * scale
             changed = True
             # The lesion darkens down to DARKEST (below, its texture would clip away); the rest of
@@ -299,6 +300,18 @@ def _beyond(value: float, threshold: float, above: bool) -> float:
     """The target of a measure whose label is ABOVE (or below) THRESHOLD: VALUE itself where it is
     at least MIN_MARGIN beyond the threshold on that side, else that margin."""
     return max(value, MIN_MARGIN * threshold) if above else min(value, threshold / MIN_MARGIN)
+
+
+def _contrast_target(contrast: float, threshold: float, reads_clear: bool, record: float | None) -> float:
+    """The signed contrast (tissue minus lesion) to aim at. A lesion that should read clear by
+    contrast (a clear margin, or an unclear one unclear by its sharpness) is held beyond the threshold
+    (`_beyond`); one unclear by contrast below it, and no brighter than the tissue around it unless
+    its record's lesion was (BUSI's lesions are darker than their surroundings: all clear ones, 97 %
+    of unclear ones). Either way a lesion the profile made brighter than its surroundings is darkened."""
+    if reads_clear:
+        return _beyond(contrast, threshold, above=True)
+    floor = min(record, 0.0) if record is not None else 0.0
+    return max(_beyond(contrast, threshold, above=False), floor)
 
 
 def _off(value: float, wanted: float, threshold: float, above: bool) -> bool:
