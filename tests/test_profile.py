@@ -8,8 +8,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 import pytest
+from scipy import ndimage
 
 from busforge.errors import BadInput
 from busforge.renderers.procedural import ProceduralRenderer, render_bmode

@@ -143,7 +143,9 @@ def enforce_attributes_at_side(
     corrections are made on the image resized to SIDE, and what they changed is resized back and
     added (GEOMETRY: `lesion_geometry(MASK)`, used as is at SIDE)."""
     if side is None or min(mask.shape) == side:
-        return enforce_attributes(image, weight, geometry, echogenicity, boundary, thresholds, record_contrast)
+        return enforce_attributes(
+            image, weight, geometry, echogenicity, boundary, thresholds, record_contrast
+        )
     small, small_mask = at_side(image, mask, side)
     small_geometry = lesion_geometry(small_mask)  # at_side keeps a lesion at least a pixel
     size = (small.shape[1], small.shape[0])
@@ -249,7 +251,9 @@ def enforce_attributes(
         outer = parts.outer_level if parts.outer_level is not None else parts.inner_level
         contrast = outer - parts.inner_level
         high_contrast = clear or by_sharpness
-        contrast_wanted = _contrast_target(contrast, thresholds["boundary_contrast"], high_contrast, record_contrast)
+        contrast_wanted = _contrast_target(
+            contrast, thresholds["boundary_contrast"], high_contrast, record_contrast
+        )
         darken = 0.0  # how much darker the lesion (or brighter its surroundings) gets, grey levels
         if _off(contrast, contrast_wanted, thresholds["boundary_contrast"], high_contrast):
             darken = (contrast_wanted - contrast) * scale

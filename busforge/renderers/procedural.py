@@ -191,7 +191,9 @@ def _below(depth: np.ndarray, interface: np.ndarray, softness: float) -> np.ndar
 # --------------------------------------------------------------------------- anatomy
 
 
-def _tissue_reflectivity(rng: np.random.Generator, shape: tuple[int, int], texture_scale: float) -> np.ndarray:
+def _tissue_reflectivity(
+    rng: np.random.Generator, shape: tuple[int, int], texture_scale: float
+) -> np.ndarray:
     """Scatterer reflectivity of the breast without lesion, on the speckle grid; TEXTURE_SCALE
     multiplies the textures' lateral cell width."""
     height, width = shape

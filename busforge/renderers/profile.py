@@ -202,7 +202,9 @@ def fit_dataset_profile(
     cases = dataset_cases(dataset, names) if cases is None else cases
     records = [image_record(image, mask, labels) for image, mask, labels in cases]
     side = int(round(float(np.median([min(image.shape) for image, _, _ in cases])))) if cases else None
-    return fit_profile(records, name, f"{dataset.name} ({', '.join(names)})", dataset_thresholds(dataset), side)
+    return fit_profile(
+        records, name, f"{dataset.name} ({', '.join(names)})", dataset_thresholds(dataset), side
+    )
 
 
 def dataset_thresholds(dataset: Path) -> dict[str, float] | None:

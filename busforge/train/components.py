@@ -84,7 +84,7 @@ def load_controlnet(source: str) -> Any:
     )
 
 
-def make_accelerator(mixed_precision: str, seed: int) -> Any:
+def make_accelerator(mixed_precision: str) -> Any:
     """`auto`: bf16 on a GPU that has it, else fp16 on GPU; full precision on CPU."""
     import torch
     from accelerate import Accelerator

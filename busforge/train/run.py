@@ -74,7 +74,7 @@ class Session:
         check_resume(run.out, run.resume)  # a bad --resume fails before the data and models load
         train = read_examples(run.dataset, "train", run.prompt_template, domain=domain)
         validation = _validation_examples(run.dataset, run.prompt_template, domain, train)
-        accelerator = make_accelerator(run.mixed_precision, run.seed)
+        accelerator = make_accelerator(run.mixed_precision)
         accumulation = accumulation_for(run.effective_batch, run.batch_size, accelerator.num_processes)
         steps = plan_steps(len(train), run.effective_batch, run.epochs, run.max_steps)
         return cls(run, train, validation, accelerator, accumulation, steps)
