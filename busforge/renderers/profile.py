@@ -46,7 +46,7 @@ from busforge.renderers.order_statistics import sorted_quantile, sorted_quantile
 PROFILE_FORMAT = "busforge-appearance-profile"
 PROFILE_VERSION = 2
 # How the renderer applies a profile (this module and renderers.attribute_look): in the fingerprint.
-APPLY_VERSION = "apply-3"
+APPLY_VERSION = "apply-4"
 SUPPORTED_VERSIONS = (1, 2)  # version 1 records carry no `attributes`
 SHIPPED_PROFILES = ("busi", "busbra")
 QUANTILE_LEVELS = tuple(round(float(q), 2) for q in np.linspace(0.0, 1.0, 21))
