@@ -243,12 +243,9 @@ def run(args, model: Path, size: int) -> None:
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
 
-    # (a) ran with torch's defaults, as a community script does; busforge sizes its own pools for an
-    # in-process render (executors/local.py, RowSource), and so its arms do here.
-    from busforge.executors.render_process import prepare_render_process
-    from busforge.executors.threads import in_process_threads
-
-    prepare_render_process(in_process_threads(), renderer)
+    # (a) ran with torch's defaults, as a community script does; the renderer's load() sizes the
+    # pools as `busforge render` does, whoever calls it: nothing is set up here.
+    renderer.load()
     batch_sizes = [int(b) for b in args.sweep.split(",") if b] or [renderer.batch_size]
     results = {
         batch_size: time_busforge(renderer, specs, size, batch_size, args) for batch_size in batch_sizes

@@ -28,13 +28,11 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
-from busforge.executors.render_process import default_worker_threads, prepare_render_process
 from busforge.renderers import bmode, procedural
 from busforge.renderers.profile import Profile, load_profile
 
-# This process is set up by busforge itself, as each render process of a plain `busforge render`
-# is (one per core: its share of the cores, its allocator); the script sets no thread variables.
-prepare_render_process(default_worker_threads())
+# Nothing is set up here: `render_bmode` sets up what busforge's render processes have (BLAS on one
+# thread, freed memory kept) whoever calls it, so this times what a user's call runs.
 
 SIZE = 512
 TARGET_IMAGES_PER_S = 40.0
@@ -80,12 +78,15 @@ CHILD = """
 import json, sys, time
 import numpy as np
 from busforge.renderers import procedural
-try:  # set up by that busforge as its render processes are
-    from busforge.executors.render_process import default_worker_threads, prepare_render_process
-    prepare_render_process(default_worker_threads())
-except ImportError:  # versions before it: what their pool workers did at the default --workers
-    from busforge.executors.threads import available_cores, limit_threads, pool_worker_threads
-    limit_threads(pool_worker_threads(available_cores()))
+try:  # versions whose render_bmode sets itself up: nothing to do, as for a user
+    from busforge.executors.render_process import renders_as_busforge  # noqa: F401
+except ImportError:  # older ones rendered as set up by their executor: what their pool workers did
+    try:
+        from busforge.executors.render_process import default_worker_threads, prepare_render_process
+        prepare_render_process(default_worker_threads())
+    except ImportError:
+        from busforge.executors.threads import available_cores, limit_threads, pool_worker_threads
+        limit_threads(pool_worker_threads(available_cores()))
 size, repeats, profiled = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
 rows, cols = np.mgrid[0:size, 0:size] / size
 mask = ((cols - 0.5) / 0.2) ** 2 + ((rows - 0.35) / 0.13) ** 2 <= 1.0

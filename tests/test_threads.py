@@ -59,15 +59,63 @@ def test_render_processes_size_their_blas_pools_without_environment_variables(re
     assert found["in_process"] == [1]
 
 
-def test_benchmarks_set_up_their_process_as_busforge_does(repo):
-    # A benchmark times the user's command as typed: it sets no thread variables and picks no thread
-    # count of its own; where it renders in its own process, busforge sets that process up
-    # (executors.render_process), as `busforge render` does.
+def test_benchmarks_set_nothing_up(repo):
+    # A benchmark times the user's command (or call) as typed: no thread variables, no thread count
+    # of its own, and no call of busforge's executor set-up; the renderers set themselves up.
+    # (render_procedural's child times an older checkout as that version's executor set it up.)
     scripts = sorted((repo / "benchmarks").glob("*.py"))
     assert scripts
     for script in scripts:
         text = script.read_text()
+        if script.name == "render_procedural.py":
+            text = text.replace(
+                text[text.index('CHILD = """') : text.index('"""', text.index('CHILD = """') + 11)], ""
+            )
         assert not any(name in text for name in THREAD_VARIABLES), script.name
-        assert not re.search(r"(limit_threads|set_num_threads|threadpool_limits)\(\s*\d", text), script.name
-    for name in ("render_procedural.py", "masks.py", "render_diffusion.py"):
-        assert "prepare_render_process(" in (repo / "benchmarks" / name).read_text(), name
+        assert not re.search(r"(limit_threads|set_num_threads|threadpool_limits)\(", text), script.name
+        assert "prepare_render_process" not in text, script.name
+
+
+# Runs in a fresh interpreter, no thread variables: BLAS keeps its default thread count.
+SELF_SET_UP = """
+import json
+import numpy as np
+from threadpoolctl import threadpool_info
+from busforge.renderers.procedural import render_bmode
+
+import busforge.renderers.procedural as procedural
+
+def blas():
+    return sorted({pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"})
+
+inside = []
+tissue = procedural._tissue_reflectivity
+def spy(*args):  # BLAS's thread count while render_bmode runs (its textures are matrix products)
+    inside.append(blas())
+    return tissue(*args)
+procedural._tissue_reflectivity = spy
+
+rows, cols = np.mgrid[0:256, 0:256] / 256
+mask = ((cols - 0.5) / 0.2) ** 2 + ((rows - 0.4) / 0.12) ** 2 <= 1.0
+def render():
+    render_bmode(mask, pathology="malignant", echogenicity="heterogeneous", boundary="unclear", seed=3)
+before = blas()
+render()
+print(json.dumps({"before": before, "inside": inside[0], "after": blas()}))
+"""
+
+
+@pytest.mark.skipif(
+    available_cores() < 2, reason="needs two cores for BLAS to default to more than one thread"
+)
+def test_render_bmode_renders_as_a_render_process_whoever_calls_it(repo):
+    """A caller that set nothing up (a notebook, a benchmark) renders with BLAS on one thread, as
+    `busforge render`'s processes do, and has its own BLAS thread count back after."""
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
+    env["PYTHONPATH"] = str(repo)
+    out = subprocess.run(
+        [sys.executable, "-c", SELF_SET_UP], env=env, capture_output=True, text=True, check=True, timeout=300
+    )
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert max(found["before"]) > 1 and found["after"] == found["before"]
+    assert found["inside"] == [1]

@@ -9,8 +9,10 @@ already loaded: call `limit_threads` again after loading a renderer (which may l
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from typing import Any
 
 
 def available_cores() -> int:
@@ -35,8 +37,9 @@ def limit_threads(threads: int) -> None:
     """BLAS to one thread, OpenMP and torch's intra-op pool to `threads`.
 
     BLAS stays at one thread whatever the share: OpenBLAS splits large products across threads
-    and sums in another order, so the procedural renderer's bytes changed with the thread count
-    (2 threads at 512² gave other shards than 1); parallelism comes from processes instead."""
+    and sums in another order, so the procedural renderer's bytes can change with the thread count
+    (on bmode-1, 2 threads at 512² gave other shards than 1; bmode-5's products are small enough
+    that 6 seeds at 256² and 512² came out the same); parallelism comes from processes instead."""
     import numpy  # noqa: F401 - threadpoolctl reaches loaded libraries only: numpy brings its BLAS
     from threadpoolctl import threadpool_limits
 
@@ -46,3 +49,18 @@ def limit_threads(threads: int) -> None:
     torch = sys.modules.get("torch")
     if torch is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+
+
+@functools.lru_cache(maxsize=1)
+def _controller() -> Any:
+    """threadpoolctl's view of the loaded libraries, found once (numpy's BLAS is loaded by then)."""
+    import numpy  # noqa: F401 - its BLAS must be loaded before the controller looks
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
+
+
+def one_blas_thread() -> Any:
+    """A context in which BLAS runs one thread, restored when it ends (about 10 µs): see
+    `limit_threads`, the bytes depend on BLAS's thread count."""
+    return _controller().limit(limits=1, user_api="blas")

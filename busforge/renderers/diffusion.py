@@ -238,8 +238,14 @@ class DiffusionRenderer(BaseRenderer):
     # ------------------------------------------------------------------ loading
 
     def load(self) -> None:
-        """Load the pipeline once: safetensors only, no safety checker, no remote code."""
+        """Load the pipeline once: safetensors only, no safety checker, no remote code. The thread
+        pools are sized for an in-process render as `busforge render` sizes them (a Ray actor's
+        executor sizes them again to its share), whoever calls this."""
         import torch
+
+        from busforge.executors.threads import in_process_threads, limit_threads
+
+        limit_threads(in_process_threads())
         from transformers.utils import logging as transformers_logging
 
         # Importing the SD pipelines makes transformers warn that torchvision is absent (busforge does

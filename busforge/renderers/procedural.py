@@ -29,6 +29,7 @@ from scipy import ndimage
 
 from busforge.dataset.attributes import lesion_geometry, tissue_beyond_ring
 from busforge.errors import BadInput
+from busforge.executors.render_process import renders_as_busforge
 from busforge.renderers.attribute_look import enforce_attributes_at_side
 from busforge.renderers.base import BaseRenderer, parse_renderer_options
 from busforge.renderers.bmode import (
@@ -418,6 +419,7 @@ def _lesion_look(
 # --------------------------------------------------------------------------- rendering
 
 
+@renders_as_busforge  # whoever calls it gets busforge render's bytes and memory behaviour
 def render_bmode(
     mask: np.ndarray,
     *,
