@@ -22,17 +22,17 @@ if TYPE_CHECKING:
     from busforge.renderers.base import Renderer
 
 
+_keep_freed_memory = functools.cache(retain_freed_memory)  # once per process
+
+
 def prepare_render_process(threads: int, renderer: Renderer | None = None) -> None:
     """Keep freed memory, size the thread pools to THREADS, load RENDERER (which may bring in
     torch) and size the pools again for what loading brought in."""
-    retain_freed_memory()
+    _keep_freed_memory()
     limit_threads(threads)
     if renderer is not None:
         renderer.load()
         limit_threads(threads)
-
-
-_keep_freed_memory = functools.cache(retain_freed_memory)  # once per process
 
 
 def renders_as_busforge(function: Function) -> Function:

@@ -39,7 +39,7 @@ def limit_threads(threads: int) -> None:
     BLAS stays at one thread whatever the share: OpenBLAS splits large products across threads
     and sums in another order, so the procedural renderer's bytes can change with the thread count
     (on bmode-1, 2 threads at 512² gave other shards than 1; bmode-5's products are small enough
-    that 6 seeds at 256² and 512² came out the same); parallelism comes from processes instead."""
+    that 6 seeds at 256² and 512² came out the same, a one-off check); parallelism comes from processes instead."""
     import numpy  # noqa: F401 - threadpoolctl reaches loaded libraries only: numpy brings its BLAS
     from threadpoolctl import threadpool_limits
 
@@ -62,5 +62,5 @@ def _controller() -> Any:
 
 def one_blas_thread() -> Any:
     """A context in which BLAS runs one thread, restored when it ends (about 10 µs): see
-    `limit_threads`, the bytes depend on BLAS's thread count."""
+    `limit_threads`, the bytes can depend on BLAS's thread count."""
     return _controller().limit(limits=1, user_api="blas")

@@ -306,13 +306,13 @@ def _beyond(value: float, threshold: float, above: bool) -> float:
     return max(value, MIN_MARGIN * threshold) if above else min(value, threshold / MIN_MARGIN)
 
 
-def _contrast_target(contrast: float, threshold: float, reads_clear: bool, record: float | None) -> float:
-    """The signed contrast (tissue minus lesion) to aim at. A lesion that should read clear by
-    contrast (a clear margin, or an unclear one unclear by its sharpness) is held beyond the threshold
+def _contrast_target(contrast: float, threshold: float, high_contrast: bool, record: float | None) -> float:
+    """The signed contrast (tissue minus lesion) to aim at. A HIGH_CONTRAST lesion (a clear margin,
+    or an unclear one unclear by its sharpness) is held beyond the threshold
     (`_beyond`); one unclear by contrast below it, and no brighter than the tissue around it unless
     its record's lesion was (BUSI's lesions are darker than their surroundings: all clear ones, 97 %
     of unclear ones). Either way a lesion the profile made brighter than its surroundings is darkened."""
-    if reads_clear:
+    if high_contrast:
         return _beyond(contrast, threshold, above=True)
     floor = min(record, 0.0) if record is not None else 0.0
     return max(_beyond(contrast, threshold, above=False), floor)
