@@ -62,7 +62,8 @@ class _Renderer:
 
 def test_every_render_process_sets_it(monkeypatch):
     calls = []
-    monkeypatch.setattr(render_process, "retain_freed_memory", lambda: calls.append(True))
+    # The executor's set-up keeps freed memory through the once-per-process call the renderers share.
+    monkeypatch.setattr(render_process, "_keep_freed_memory", lambda: calls.append(True))
     monkeypatch.setattr(local, "make_renderer", lambda *args: _Renderer())
     local._init_worker("procedural", {}, 64, 1)  # a pool worker
     assert calls == [True]
