@@ -19,3 +19,31 @@ def test_halves_are_disjoint_seeded_and_cover_every_case():
         assert ids == list(range(len(cases)))
         assert [int(m[0, 0]) for m in first[pathology]] == [int(m[0, 0]) for m in again[pathology]]
     assert len(first["benign"]) == 4 and len(second["benign"]) == 5
+
+
+def _stats_population(count: int, seed: int) -> list:
+    from busforge.shapes.stats import STAT_NAMES, ShapeStats
+
+    values = np.random.default_rng(seed).random((count, len(STAT_NAMES)))
+    return [ShapeStats(*map(float, row)) for row in values]
+
+
+def test_perfect_sampler_ks_follows_the_ks_null_distribution():
+    """Seven independent continuous statistics, both ways round: the worst of 14 KS is below a
+    bar with probability P(KS < bar)^14 (Kolmogorov's limit), and smaller held-out halves pass less."""
+    from scipy.special import kolmogorov
+
+    from busforge.evaluate.shape_holdout import same_distribution_ks
+
+    population = {"benign": _stats_population(20000, 0)}
+    draws, held_out, bar = 500, 200, 0.15
+    expected = (1 - kolmogorov(bar * np.sqrt(draws * held_out / (draws + held_out)))) ** 14
+
+    def pass_rate(size: int) -> float:
+        ks = same_distribution_ks(population, {"benign": size}, draws, replicates=300)["benign"]
+        assert ks.shape == (300, 2, 7)
+        return float(np.mean(ks.max(axis=(1, 2)) < bar))
+
+    rate = pass_rate(held_out)
+    assert abs(rate - expected) < 0.1, (rate, expected)
+    assert pass_rate(50) < rate - 0.3

@@ -104,3 +104,45 @@ def worst(table: dict[str, dict[str, dict[str, float]]]) -> tuple[float, str]:
         for name, ks in per_stat.items()
     ]
     return max(cells)
+
+
+def same_distribution_ks(
+    population: dict[str, list[ShapeStats]],
+    test_sizes: dict[str, int],
+    draws: int = DRAWS,
+    replicates: int = 1000,
+    seed: int = 0,
+) -> dict[str, np.ndarray]:
+    """The held-out KS table of a perfect sampler, `replicates` times: what sampling noise alone gives.
+
+    The sampler and the held-out lesions both draw (with replacement, every statistic of a lesion
+    together) from the same `population`, per pathology: DRAWS "drawn" lesions against
+    `test_sizes[pathology]` "held-out" ones, both ways round as `held_out_ks` compares. Ties in
+    the resampled population only make a KS smaller, so this errs towards passing.
+
+    Returns:
+        {pathology: KS array of shape (replicates, 2 ways, len(STAT_NAMES))}
+    """
+    rng = np.random.default_rng(seed)
+    out = {}
+    for pathology, stats in sorted(population.items()):
+        table = np.array([[getattr(s, name) for name in STAT_NAMES] for s in stats])
+        ks = np.empty((replicates, 2, len(STAT_NAMES)))
+        for replicate in range(replicates):
+            for way in range(2):
+                drawn = table[rng.integers(len(table), size=draws)]
+                held_out = table[rng.integers(len(table), size=test_sizes[pathology])]
+                ks[replicate, way] = [_ks(drawn[:, k], held_out[:, k]) for k in range(len(STAT_NAMES))]
+        out[pathology] = ks
+    return out
+
+
+def _ks(first: np.ndarray, second: np.ndarray) -> float:
+    """Two-sample KS statistic (the largest gap between the two empirical CDFs)."""
+    first, second = np.sort(first), np.sort(second)
+    points = np.concatenate([first, second])
+    gap = (
+        np.searchsorted(first, points, side="right") / first.size
+        - np.searchsorted(second, points, side="right") / second.size
+    )
+    return float(np.abs(gap).max())
