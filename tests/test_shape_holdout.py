@@ -47,3 +47,14 @@ def test_perfect_sampler_ks_follows_the_ks_null_distribution():
     rate = pass_rate(held_out)
     assert abs(rate - expected) < 0.1, (rate, expected)
     assert pass_rate(50) < rate - 0.3
+
+
+def test_ks_statistic_equals_scipys_with_ties():
+    from scipy.stats import ks_2samp
+
+    from busforge.evaluate.shape_holdout import _ks
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        first, second = rng.integers(0, 30, size=500) / 7.0, rng.integers(0, 30, size=52) / 7.0
+        assert abs(_ks(first, second) - ks_2samp(first, second).statistic) < 1e-12

@@ -138,7 +138,8 @@ def same_distribution_ks(
 
 
 def _ks(first: np.ndarray, second: np.ndarray) -> float:
-    """Two-sample KS statistic (the largest gap between the two empirical CDFs)."""
+    """Two-sample KS statistic (the largest gap between the two empirical CDFs): `ks_2samp`'s, a
+    tenth of its time, which also computes a p-value; the perfect sampler needs 28,000 a run."""
     first, second = np.sort(first), np.sort(second)
     points = np.concatenate([first, second])
     gap = (
