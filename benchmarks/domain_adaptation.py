@@ -53,9 +53,13 @@ def features(folder: Path, splits: list[str] | None, synthetic: bool, extractor,
     return images.matrix(extractor.num_features)
 
 
-def at_n(generated: np.ndarray, reference: np.ndarray, n: int, seed: int) -> dict[str, float]:
-    """FID and KID of SUBSETS random n-image subsets of the generated set: median, min and max FID."""
-    rng = np.random.default_rng([seed, n])  # its own draws: the other rows do not move with it
+def at_n(generated: np.ndarray, reference: np.ndarray, n: int, seed: int) -> dict[str, object]:
+    """FID and KID of SUBSETS random n-image subsets of the generated set (without replacement):
+    median, min and max FID, every subset's FID, and the median KID under `kid_mean`, the key the
+    table printer reads."""
+    # Its own draws, so the other rows do not move with it; the same subset indices for every
+    # rendered set (they are compared on the same positions of equally long sets).
+    rng = np.random.default_rng([seed, n])
     results = [
         compare(generated[rng.choice(len(generated), n, replace=False)], reference, seed)
         for _ in range(SUBSETS)

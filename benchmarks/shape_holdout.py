@@ -8,7 +8,7 @@ shipped `busi` prior against BUS-BRA's masks (an imported dataset), per patholog
 
 Run:
     python benchmarks/shape_holdout.py [--masks ../shared/data/busi_masks_calib]
-        [--busbra data/real/busbra] [--draws 500] [--image-size 512] [--floor]
+        [--busbra data/real/busbra] [--draws 500] [--image-size 512] [--perfect-sampler] [--floor]
 """
 
 from __future__ import annotations
@@ -42,42 +42,54 @@ def critical(n: int, m: int, alpha: float = 0.05) -> float:
 
 
 SIZE_BANDS = ((0.0, 0.2), (0.2, 0.3), (0.3, 1.0))
-BAR = 0.12  # the worst held-out KS the issue asks for
+BAR = 0.12  # issue 13's bar: the worst held-out KS over every statistic, pathology and way
 SCALES = (1, 2, 4, 8)  # held-out halves as large as this sample's, and larger
+REPLICATES = 1000
 
 
-def bar_floor(masks: dict, first: dict, draws: int, observed: float) -> dict[int, dict[str, float]]:
-    """What a sampler that draws from the real lesions themselves scores, for held-out halves of
-    this sample's size and SCALES times it: how often its worst KS is below BAR, and how often
-    at least one of its cells is above that cell's 5 % critical value (the multiplicity of the
-    table: one such cell is not, alone, evidence of a miss); at this sample's size, also how often
-    its worst KS is at least the `observed` worst of the fitted prior (the table's p-value)."""
+def perfect_sampler_rates(
+    masks: dict, first: dict, second: dict, draws: int, observed: float
+) -> dict[int, dict[str, float]]:
+    """What a sampler that draws from the real lesions themselves scores on the held-out table, for
+    halves of this sample's sizes and SCALES times them: how often its worst KS is below BAR, and
+    how often at least one of its cells is above that cell's 5 % critical value (the multiplicity
+    of the table: one such cell is not, alone, evidence of a miss); at this sample's sizes, also
+    how often its worst KS is at least the `observed` worst of the fitted priors (the table's
+    p-value)."""
     population = {pathology: real_stats(cases) for pathology, cases in masks.items()}
-    floor = {}
-    print("\na perfect sampler (drawing from the real lesions themselves), 1000 replicates:")
+    rates = {}
+    print(f"\na perfect sampler (drawing from the real lesions themselves), {REPLICATES} replicates:")
     for scale in SCALES:
-        sizes = {pathology: scale * len(half) for pathology, half in first.items()}
-        ks = same_distribution_ks(population, sizes, draws)
+        # The ways as held_out_ks runs them: fit A, test B; fit B, test A.
+        sizes = {p: (scale * len(second[p]), scale * len(first[p])) for p in masks}
+        ks = same_distribution_ks(population, sizes, draws, REPLICATES)
         worst_ks = np.max([table.max(axis=(1, 2)) for table in ks.values()], axis=0)
         above = np.any(
-            [(table > critical(draws, sizes[p])).any(axis=(1, 2)) for p, table in ks.items()], axis=0
+            [
+                (table[:, way] > critical(draws, sizes[p][way])).any(axis=1)
+                for p, table in ks.items()
+                for way in range(2)
+            ],
+            axis=0,
         )
-        floor[scale] = {
+        rates[scale] = {
             "pass_rate": float(np.mean(worst_ks < BAR)),
+            "median_worst": float(np.median(worst_ks)),
             "any_cell_above_critical": float(above.mean()),
         }
         if scale == 1:
-            floor[scale]["worst_at_least_observed"] = float(np.mean(worst_ks >= observed))
+            rates[scale]["worst_at_least_observed"] = float(np.mean(worst_ks >= observed))
+        halves = ", ".join(f"{p} {a}/{b}" for p, (a, b) in sorted(sizes.items()))
         print(
-            f"  held-out halves of {', '.join(f'{n} {p}' for p, n in sorted(sizes.items()))}: worst KS < {BAR} "
-            f"in {floor[scale]['pass_rate']:.1%}, median worst {np.median(worst_ks):.3f}; "
-            f"a cell above its 5 % critical KS in {floor[scale]['any_cell_above_critical']:.1%}"
+            f"  held-out halves of {halves}: worst KS < {BAR} in {rates[scale]['pass_rate']:.1%}, "
+            f"median worst {rates[scale]['median_worst']:.3f}; "
+            f"a cell above its 5 % critical KS in {rates[scale]['any_cell_above_critical']:.1%}"
         )
         if scale == 1:
             print(
-                f"    worst KS >= the fitted prior's {observed:.3f} in {floor[scale]['worst_at_least_observed']:.1%}"
+                f"    worst KS >= the fitted priors' {observed:.3f} in {rates[scale]['worst_at_least_observed']:.1%}"
             )
-    return floor
+    return rates
 
 
 def floor_diagnosis(fit_on: list, pathology: str, draws: int, image_size: int) -> None:
@@ -127,9 +139,12 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=512)
     parser.add_argument("--json", type=Path)
     parser.add_argument(
-        "--floor",
+        "--perfect-sampler",
         action="store_true",
-        help="also: how often a perfect sampler would pass the bar; benign solidity's zero-deformation draws",
+        help="also score a sampler that draws from the real lesions themselves (is the bar reachable here?)",
+    )
+    parser.add_argument(
+        "--floor", action="store_true", help="also diagnose benign solidity (draws at zero deformation)"
     )
     args = parser.parse_args()
 
@@ -158,8 +173,9 @@ def main() -> None:
     print(f"worst held-out KS: {value:.3f} ({where})")
     result["worst"] = {"ks": value, "where": where}
 
+    if args.perfect_sampler:
+        result["perfect_sampler"] = perfect_sampler_rates(masks, first, second, args.draws, value)
     if args.floor:
-        result["perfect_sampler"] = bar_floor(masks, first, args.draws, value)
         for name, half in (("A", first), ("B", second)):
             print(f"\nbenign prior fitted on half {name}, {args.draws} draws at {args.image_size}²:")
             floor_diagnosis(half["benign"], "benign", args.draws, args.image_size)
