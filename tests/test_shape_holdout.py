@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from busforge.evaluate.shape_holdout import split_halves
 
@@ -74,3 +75,31 @@ def test_ks_statistic_equals_scipys_with_ties():
     for _ in range(20):
         first, second = rng.integers(0, 30, size=500) / 7.0, rng.integers(0, 30, size=52) / 7.0
         assert abs(_ks(first, second) - ks_2samp(first, second).statistic) < 1e-12
+
+
+def test_prior_fitted_on_half_of_busi_is_as_close_to_the_other_half_as_a_perfect_sampler(shared_data):
+    """Fit on one half of BUSI's masks, draw 500 at 512², KS of every statistic against the other
+    half, both pathologies, both ways round (benchmarks/shape_holdout.py's table): its worst cell
+    may not be beyond what a sampler drawing from the real lesions themselves reaches in 95 % of
+    replicates at the same sizes. (Issue 13's 0.12 bar is out of reach on this sample for any
+    sampler: docs/procedural.md.)"""
+    from busforge.evaluate.shape_holdout import held_out_ks, real_stats, same_distribution_ks, worst
+    from busforge.shapes.calibrate import _case_masks, collect_masks
+
+    source = shared_data / "busi_masks_calib"
+    if not source.is_dir():
+        pytest.skip(f"{source} not present")
+    files = collect_masks([source])
+    masks = {p: [m for m in _case_masks(f) if m.any()] for p, f in files.items() if p != "normal"}
+    table = held_out_ks(masks, draws=500, image_size=512)
+    assert set(table) == {"fit A, test B", "fit B, test A"}
+    assert all(set(per_pathology) == {"benign", "malignant"} for per_pathology in table.values())
+    first, second = split_halves(masks)
+    noise = same_distribution_ks(
+        {p: real_stats(cases) for p, cases in masks.items()},
+        {p: (len(second[p]), len(first[p])) for p in masks},
+        draws=500,
+    )
+    perfect_worst = np.max([ks.max(axis=(1, 2)) for ks in noise.values()], axis=0)
+    value, where = worst(table)
+    assert value <= np.quantile(perfect_worst, 0.95), (value, where, np.quantile(perfect_worst, 0.95))
