@@ -301,6 +301,9 @@ def test_ctrl_c_says_how_to_resume_and_exits_130(repo, tmp_path):
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
+        # As from a terminal: a test run started as a background job (`cmd &` without job control)
+        # passes SIGINT down ignored, and a process that starts so ignores Ctrl-C, as POSIX wants.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline and len(psutil.Process(run.pid).children()) < 2:
